@@ -1,0 +1,31 @@
+# keyloop — see README.md.
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+DATA ?= $(CURDIR)/.demo
+
+.PHONY: demo test bench lint build clean
+
+## demo: build and start examples/backend in dev mode, then run `mytool login` against it.
+demo: build
+	@scripts/demo "$(DATA)"
+
+## test: the whole test suite, real parts included (private gnome-keyring, headless Chromium).
+test:
+	scripts/with-keyring $(GO) test -race -count=1 ./...
+
+## bench: benchmarks, reported as ratios against baselines measured in the same run.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+## lint: gofmt, go vet, staticcheck.
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt: $$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+build:
+	mkdir -p bin
+	$(GO) build -o bin/ ./examples/backend ./examples/mytool
+
+clean:
+	rm -rf bin .demo

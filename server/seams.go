@@ -1,0 +1,143 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// Identity is the browser user an Authenticator signed in.
+type Identity struct {
+	// Subject is the stable user ID ("sub" of minted tokens). Required.
+	Subject string
+	// Email and Name are for display on the consent page and in tokens
+	// minted by SelfSigned; either may be empty.
+	Email string
+	Name  string
+	// SessionID is the identity layer's own session (a Clerk session ID),
+	// empty when the identity layer has none. Minters use it to mint and to
+	// decide whether a refresh may mint again.
+	SessionID string
+	// Claims are extra claims a minter may copy into tokens. May be nil.
+	Claims map[string]any
+}
+
+// SignInPrompt is what the handler tells an Authenticator about the pending
+// authorization it must identify the browser user for.
+type SignInPrompt struct {
+	// ClientName is the registered display name of the CLI asking.
+	ClientName string
+	// Action is the URL (path and query) that sign-in forms must POST to,
+	// and that redirect-based sign-ins must come back to.
+	Action string
+	// CSRFField and CSRFToken are the form field name and value every POST
+	// to Action must carry; the handler rejects POSTs without them before
+	// calling the Authenticator.
+	CSRFField string
+	CSRFToken string
+	// Nonce is the CSP nonce for inline <script> and <style> elements on a
+	// page the Authenticator renders.
+	Nonce string
+}
+
+// Authenticator finds out who the browser user is. It is the seam between the
+// handler and an identity layer (DevAuthenticator, or Clerk in server/clerk).
+//
+// Authenticate is called on GET and POST requests to the sign-in step of one
+// pending authorization; POSTs have already passed the handler's CSRF check.
+// It either returns the signed-in Identity, or writes a response itself (a
+// sign-in page, a redirect to an external sign-in) and returns ErrResponded.
+// Any other error is shown to the user as a sign-in failure; its message must
+// be safe to show and must not contain credentials.
+//
+// Implementations must be safe for concurrent use and keep no per-request
+// state in memory between calls (the handler may run on several instances).
+type Authenticator interface {
+	Authenticate(w http.ResponseWriter, r *http.Request, p SignInPrompt) (*Identity, error)
+}
+
+// ErrResponded is returned by an Authenticator that wrote the response itself.
+var ErrResponded = errors.New("server: authenticator wrote the response")
+
+// Grant is what a Minter is asked to turn into an access token.
+type Grant struct {
+	Identity Identity
+	// ClientID is the OAuth client the token is for.
+	ClientID string
+	// LoginSessionID identifies the keyloop login session (one sign-in and
+	// all refreshes after it); tokens may carry it as "sid".
+	LoginSessionID string
+	// AuthTime is when the user signed in in the browser.
+	AuthTime time.Time
+	// Refresh is true when the token is minted for a refresh_token grant
+	// rather than right after the browser sign-in.
+	Refresh bool
+}
+
+// MintedToken is an access token a Minter produced.
+type MintedToken struct {
+	// AccessToken is the signed JWT.
+	AccessToken string
+	// Expiry is the token's "exp".
+	Expiry time.Time
+}
+
+// KeyInfo tells clients how to verify minted tokens; the handler publishes it
+// in its metadata.
+type KeyInfo struct {
+	// JWKSURI is where the token-signing public keys are. Empty means the
+	// handler's own JWKS endpoint (served from Minter's JWKS method when the
+	// minter implements KeySetPublisher).
+	JWKSURI string
+	// TokenIssuer is the "iss" of minted tokens. Empty means the handler's
+	// issuer.
+	TokenIssuer string
+	// Audience is the "aud" of minted tokens, if any.
+	Audience string
+}
+
+// Minter turns a signed-in identity into a signed access token (a JWT).
+//
+// Mint must be safe for concurrent use. When it refuses a refresh (the user
+// was deleted, the identity layer's session ended) it returns an error
+// wrapping ErrRefreshRefused; the handler answers invalid_grant and the CLI
+// asks the user to sign in again.
+type Minter interface {
+	Mint(ctx context.Context, g Grant) (*MintedToken, error)
+	KeyInfo() KeyInfo
+}
+
+// KeySetPublisher is implemented by minters whose public keys the handler
+// serves at its own JWKS endpoint.
+type KeySetPublisher interface {
+	// JWKS returns the JSON Web Key Set document of the public keys.
+	JWKS() ([]byte, error)
+}
+
+// ErrRefreshRefused is wrapped by a Minter that will not mint on refresh.
+var ErrRefreshRefused = errors.New("server: refresh refused")
+
+// StateStore keeps the handler's short-lived shared state: pending
+// authorizations, single-use codes, login sessions, rotated refresh tokens.
+// Running several instances of the handler needs a shared StateStore
+// (NewMemoryStateStore only serves one process).
+//
+// Implementations must be safe for concurrent use; values are opaque bytes
+// that implementations must not log.
+type StateStore interface {
+	// Put stores value under key for ttl, replacing any previous value.
+	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// Get returns the value under key, or an error wrapping ErrStateNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// Take returns the value under key and deletes it in one atomic step:
+	// of several concurrent Takes of one key, exactly one gets the value and
+	// the others get ErrStateNotFound.
+	Take(ctx context.Context, key string) ([]byte, error)
+	// Delete removes key; a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// ErrStateNotFound is wrapped by StateStore methods when a key is absent or
+// expired.
+var ErrStateNotFound = errors.New("server: state not found")
