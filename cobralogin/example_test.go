@@ -1,0 +1,28 @@
+package cobralogin_test
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/cobralogin"
+)
+
+// A cobra CLI gets login, logout, status and token, and the --server and
+// --profile flags, from one call. In main, run it with
+// os.Exit(cobralogin.Execute(root)).
+func ExampleAdd() {
+	root := &cobra.Command{Use: "mytool"}
+	cobralogin.Add(root, cobralogin.Config{Login: clilogin.Config{
+		Issuer: "https://api.example.com", ClientID: "mytool", AppName: "mytool", TokenEnv: "MYTOOL_TOKEN",
+	}})
+	for _, c := range root.Commands() {
+		fmt.Printf("%-7s %s\n", c.Name(), c.Short)
+	}
+	// Output:
+	// login   Sign in through your browser
+	// logout  Sign out: revoke the token at the server and remove it from this machine
+	// status  Show who is signed in, until when, and where the token is kept
+	// token   Print a valid access token, refreshing it first when needed
+}

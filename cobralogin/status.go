@@ -1,0 +1,86 @@
+package cobralogin
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"time"
+
+	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/tokenstore"
+)
+
+// WriteStatus writes s in the style of `gh auth status`: the server, the
+// account, the expiry in human terms, where the token is kept, and a hint
+// when something needs doing. now is the current time; loginCmd is the
+// command that logs in again.
+func WriteStatus(w io.Writer, s *clilogin.Session, profile string, now time.Time, loginCmd string) {
+	fmt.Fprintf(w, "%s\n", hostOf(s.Issuer))
+	fmt.Fprintf(w, "  ✓ Logged in to %s account %s (%s)\n", s.Issuer, account(s), where(s.Location))
+	if profile != "" {
+		fmt.Fprintf(w, "  - Profile: %s\n", profile)
+	}
+	left := s.Expiry.Sub(now)
+	switch {
+	case s.Expiry.IsZero():
+		fmt.Fprintf(w, "  - Token expiry: unknown\n")
+	case left <= 0 && s.CanRefresh:
+		fmt.Fprintf(w, "  - Token expired %s ago; it will be refreshed on next use\n", Human(-left))
+	case left <= 0:
+		fmt.Fprintf(w, "  ! Token expired %s ago: run `%s`\n", Human(-left), loginCmd)
+	default:
+		fmt.Fprintf(w, "  - Token expires in %s (%s)\n", Human(left), s.Expiry.UTC().Format("2006-01-02 15:04 MST"))
+	}
+	if s.Location.Kind == tokenstore.KindFile {
+		fmt.Fprintf(w, "  ! The token is in a plain file because no OS keychain was available\n")
+	}
+}
+
+func where(l tokenstore.Location) string {
+	if l.Path != "" {
+		return fmt.Sprintf("%s: %s", l.Kind, l.Path)
+	}
+	if l.Kind == "" {
+		return "unknown storage"
+	}
+	return string(l.Kind)
+}
+
+func hostOf(issuer string) string {
+	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return issuer
+}
+
+// Human renders d coarsely for people: "6 days 23 hours", "5 minutes",
+// "42 seconds".
+func Human(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	unit := func(n int64, name string) string {
+		if n == 1 {
+			return fmt.Sprintf("1 %s", name)
+		}
+		return fmt.Sprintf("%d %ss", n, name)
+	}
+	switch {
+	case d < time.Minute:
+		return unit(int64(d/time.Second), "second")
+	case d < time.Hour:
+		return unit(int64(d/time.Minute), "minute")
+	case d < 24*time.Hour:
+		h, m := int64(d/time.Hour), int64(d%time.Hour/time.Minute)
+		if m == 0 {
+			return unit(h, "hour")
+		}
+		return unit(h, "hour") + " " + unit(m, "minute")
+	default:
+		days, h := int64(d/(24*time.Hour)), int64(d%(24*time.Hour)/time.Hour)
+		if h == 0 {
+			return unit(days, "day")
+		}
+		return unit(days, "day") + " " + unit(h, "hour")
+	}
+}

@@ -1,0 +1,93 @@
+// Command mytool is an example CLI that signs its user in with keyloop:
+//
+//	mytool login      # opens the browser, stores a verified token in the keychain
+//	mytool status     # who is signed in, until when, where the token is kept
+//	mytool token      # prints a valid access token (refreshed when needed)
+//	mytool api /api/me
+//	mytool logout
+//
+// The server is --server, $MYTOOL_SERVER or http://127.0.0.1:8787 (make demo).
+// $MYTOOL_TOKEN, when set, is the token: storage is neither read nor written.
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/cobralogin"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(cobralogin.Execute(newRoot()))
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:     "mytool",
+		Short:   "An example CLI that signs in with keyloop",
+		Version: version,
+	}
+	cmds := cobralogin.Add(root, cobralogin.Config{Login: clilogin.Config{
+		Issuer:   "http://127.0.0.1:8787",
+		ClientID: "mytool",
+		AppName:  "mytool",
+		TokenEnv: "MYTOOL_TOKEN",
+	}})
+	root.AddCommand(apiCommand(cmds))
+	return root
+}
+
+// apiCommand does a GET on the server with the bearer token, refreshing it
+// when needed, and prints the response body.
+func apiCommand(cmds *cobralogin.Commands) *cobra.Command {
+	return &cobra.Command{
+		Use:   "api PATH",
+		Short: "GET a path of the server's API with your token (e.g. mytool api /api/me)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, err := cmds.Client(cmd)
+			if err != nil {
+				return err
+			}
+			path := args[0]
+			if !strings.HasPrefix(path, "/") {
+				return fmt.Errorf("api: PATH must start with /, got %q", path)
+			}
+			base, err := url.Parse(cmds.ClientConfig().Issuer)
+			if err != nil {
+				return fmt.Errorf("api: bad server URL: %w", err)
+			}
+			ref, err := url.Parse(path)
+			if err != nil || ref.IsAbs() || ref.Host != "" {
+				return fmt.Errorf("api: PATH must be a path on the server, got %q", path)
+			}
+			u := base.ResolveReference(ref)
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u.String(), nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.HTTPClient(cmd.Context()).Do(req)
+			if err != nil {
+				return fmt.Errorf("api: %w", err)
+			}
+			defer resp.Body.Close()
+			if _, err := io.Copy(cmd.OutOrStdout(), resp.Body); err != nil {
+				return fmt.Errorf("api: reading the response: %w", err)
+			}
+			if resp.StatusCode >= 300 {
+				return fmt.Errorf("api: GET %s: %s", path, resp.Status)
+			}
+			return nil
+		},
+	}
+}
