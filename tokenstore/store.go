@@ -6,6 +6,14 @@
 // Record, encoded with MarshalRecord and read back with UnmarshalRecord; the
 // encoding is versioned so a newer library reads what an older one wrote.
 //
+// A CLI calls Open once with its name: the store it returns keeps values in
+// the OS keychain (Keychain), falls back to files under the user's config
+// directory (File) with a loud warning when no keychain is available, and can
+// be forced to either with Options.Mode. Key names the entry of one login
+// (profile, issuer, client), and the Locker that Open's and File's stores
+// implement serializes read-modify-write sequences such as a token refresh
+// across processes.
+//
 // tokenstore knows nothing of OAuth flows or of the packages that use it.
 package tokenstore
 
