@@ -37,7 +37,14 @@ type SignInPrompt struct {
 	CSRFField string
 	CSRFToken string
 	// Nonce is the CSP nonce for inline <script> and <style> elements on a
-	// page the Authenticator renders.
+	// page the Authenticator renders. Before calling Authenticate the
+	// handler has set the page headers on the response (a CSP
+	// "default-src 'none'; style-src 'nonce-…'; base-uri 'none';
+	// frame-ancestors 'none'", X-Frame-Options DENY, Cache-Control
+	// no-store, Referrer-Policy no-referrer, nosniff). An Authenticator that
+	// needs more, such as a third-party script origin, may replace the
+	// Content-Security-Policy header before writing; it must keep
+	// frame-ancestors 'none'.
 	Nonce string
 }
 

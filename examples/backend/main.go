@@ -1,0 +1,164 @@
+// Command backend is keyloop's example backend: an authorization server for
+// CLI browser logins plus one protected API route, GET /api/me.
+//
+// Dev mode (the only mode so far) signs users in with any e-mail address and
+// signs tokens with an Ed25519 key it creates and keeps under -data.
+//
+//	backend [-addr HOST:PORT] [-data DIR] [-token-ttl DURATION] [-issuer URL]
+//
+// The first line on stdout is "keyloop backend listening on http://HOST:PORT";
+// that URL is the issuer CLIs are configured with.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/keyloop/keyloop/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "backend:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends, then shuts down gracefully.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	addr := fs.String("addr", "127.0.0.1:8787", "listen address HOST:PORT (`:0` picks a free port on 127.0.0.1)")
+	data := fs.String("data", defaultDataDir(), "directory for the dev signing key and dev cookie key")
+	ttl := fs.Duration("token-ttl", 168*time.Hour, "lifetime of minted access tokens")
+	issuer := fs.String("issuer", "", "issuer URL to publish (default: http:// plus the listen address)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *ttl <= 0 {
+		return errors.New("-token-ttl must be positive")
+	}
+	host, port, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	if host == "" {
+		host = "127.0.0.1" // a dev backend stays on loopback unless told otherwise
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if *issuer == "" {
+		a := ln.Addr().(*net.TCPAddr)
+		ip := a.IP
+		if ip.IsUnspecified() {
+			if ip.To4() != nil {
+				ip = net.IPv4(127, 0, 0, 1)
+			} else {
+				ip = net.IPv6loopback
+			}
+		}
+		*issuer = "http://" + net.JoinHostPort(ip.String(), fmt.Sprint(a.Port))
+	}
+
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var (
+		authn  server.Authenticator
+		minter server.Minter
+	)
+	// ---- CLERK MODE: the lead wires server/clerk in here. ----------------
+	// When CLERK_SECRET_KEY is set (with CLERK_PUBLISHABLE_KEY,
+	// CLERK_JWT_TEMPLATE default "cli", CLERK_API_URL), build the Clerk
+	// Authenticator and Minter instead of the dev ones below.
+	if os.Getenv("CLERK_SECRET_KEY") != "" {
+		return errors.New("CLERK_SECRET_KEY is set, but Clerk mode is not wired into this build yet; unset it for dev mode")
+	}
+	// ---- DEV MODE ----------------------------------------------------------
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return err
+	}
+	key, err := server.LoadOrCreateKeyFile(filepath.Join(*data, "signing-key.pem"))
+	if err != nil {
+		return err
+	}
+	cookieKey, err := server.LoadOrCreateSecretFile(filepath.Join(*data, "dev-cookie.key"))
+	if err != nil {
+		return err
+	}
+	if authn, err = server.NewDevAuthenticator(server.DevConfig{Key: cookieKey}); err != nil {
+		return err
+	}
+	if minter, err = server.NewSelfSigned(server.SelfSignedConfig{Issuer: *issuer, Key: key, Lifetime: *ttl}); err != nil {
+		return err
+	}
+	// -----------------------------------------------------------------------
+
+	h, err := server.New(server.Config{
+		Issuer:        *issuer,
+		Clients:       []server.Client{{ID: "mytool", Name: "mytool"}},
+		Authenticator: authn,
+		Minter:        minter,
+		Logger:        logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle(server.MetadataPath, h)
+	mux.Handle("/oauth/", h)
+	mux.Handle("GET /api/me", h.RequireToken(http.HandlerFunc(me)))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+
+	fmt.Fprintf(stdout, "keyloop backend listening on %s\n", *issuer)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("backend: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// me answers the caller's identity.
+func me(w http.ResponseWriter, r *http.Request) {
+	c, _ := server.ClaimsFromContext(r.Context())
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(map[string]any{
+		"sub":       c.Subject,
+		"email":     c.Email,
+		"name":      c.Name,
+		"client_id": c.ClientID,
+		"expiry":    c.Expiry.UTC().Format(time.RFC3339),
+	})
+}
+
+func defaultDataDir() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "keyloop-backend")
+}

@@ -1,0 +1,304 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/keyloop/keyloop/internal/confirm"
+)
+
+// Bounds on authorization request parameters.
+const (
+	maxQueryLen = 4096
+	maxStateLen = 512
+	maxScopeLen = 1024
+)
+
+// pendingAuth is an authorization request waiting for sign-in and consent.
+type pendingAuth struct {
+	ClientID    string    `json:"client_id"`
+	RedirectURI string    `json:"redirect_uri"`
+	State       string    `json:"state"`
+	Challenge   string    `json:"code_challenge"`
+	Binding     string    `json:"binding"` // hash of the browser cookie
+	CSRF        string    `json:"csrf"`
+	Expires     time.Time `json:"expires"`
+	Identity    *Identity `json:"identity,omitempty"`
+	AuthTime    time.Time `json:"auth_time"`
+}
+
+// codeRecord is what an authorization code stands for.
+type codeRecord struct {
+	ClientID    string    `json:"client_id"`
+	RedirectURI string    `json:"redirect_uri"`
+	Challenge   string    `json:"code_challenge"`
+	Identity    Identity  `json:"identity"`
+	SessionID   string    `json:"sid"`
+	AuthTime    time.Time `json:"auth_time"`
+	Expires     time.Time `json:"expires"`
+}
+
+// authorize serves AuthorizePath. The request must be a GET with client_id
+// (a registered client), redirect_uri (a loopback URI, see
+// validateRedirectURI), response_type=code, code_challenge_method=S256, a
+// 43-character code_challenge, and a state of 1–512 printable ASCII
+// characters, each at most once. state is required (not just recommended)
+// because the CLI derives the consent page's confirmation code from it.
+// scope is accepted and ignored.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		h.pages.error(w, http.StatusMethodNotAllowed, "Bad request", "The authorization request must be a GET request.")
+		return
+	}
+	if len(r.URL.RawQuery) > maxQueryLen {
+		h.pages.error(w, http.StatusBadRequest, "Bad request", "The authorization request is too long.")
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		h.pages.error(w, http.StatusBadRequest, "Bad request", "The authorization request is malformed.")
+		return
+	}
+	client, ok := h.clients[q.Get("client_id")]
+	if len(q["client_id"]) != 1 || !ok {
+		h.pages.error(w, http.StatusBadRequest, "Unknown application", "The application that sent you here is not registered with this server.")
+		return
+	}
+	if len(q["redirect_uri"]) != 1 {
+		h.pages.error(w, http.StatusBadRequest, "Bad request", "The authorization request must carry exactly one redirect_uri.")
+		return
+	}
+	redirect, err := validateRedirectURI(q.Get("redirect_uri"), client.RedirectHosts)
+	if err != nil {
+		h.log.InfoContext(ctx, "server: authorize: redirect_uri refused", "client_id", client.ID, "err", err)
+		h.pages.error(w, http.StatusBadRequest, "Bad request", "The application asked to send you to an address this server does not allow. "+err.Error())
+		return
+	}
+	// From here on, errors go back to the CLI.
+	fail := func(code, desc string, withState bool) {
+		p := url.Values{"error": {code}, "error_description": {desc}}
+		if withState {
+			p.Set("state", q.Get("state"))
+		}
+		h.log.InfoContext(ctx, "server: authorize: refused", "client_id", client.ID, "error", code, "reason", desc)
+		h.redirectTo(w, redirect, p)
+	}
+	state := q.Get("state")
+	switch {
+	case len(q["state"]) > 1:
+		fail("invalid_request", "state given more than once", false)
+		return
+	case state == "":
+		fail("invalid_request", "state is required", false)
+		return
+	case len(state) > maxStateLen || !printableASCII(state):
+		fail("invalid_request", "state must be 1-512 printable ASCII characters", false)
+		return
+	}
+	for k, vs := range q {
+		if len(vs) > 1 {
+			fail("invalid_request", "parameter "+k+" given more than once", true)
+			return
+		}
+	}
+	switch rt := q.Get("response_type"); {
+	case rt == "":
+		fail("invalid_request", "response_type is required", true)
+		return
+	case rt != "code":
+		fail("unsupported_response_type", "only response_type=code is supported", true)
+		return
+	}
+	if m := q.Get("code_challenge_method"); m != "S256" {
+		fail("invalid_request", "PKCE with code_challenge_method=S256 is required", true)
+		return
+	}
+	if !isS256Challenge(q.Get("code_challenge")) {
+		fail("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)", true)
+		return
+	}
+	if len(q.Get("scope")) > maxScopeLen {
+		fail("invalid_scope", "scope too long", true)
+		return
+	}
+	binding := ""
+	if c, err := r.Cookie(browserCookie); err == nil && isRandomID(c.Value) {
+		binding = c.Value
+	} else {
+		binding = randomID()
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: browserCookie, Value: binding, Path: "/oauth", MaxAge: int(h.cfg.PendingTTL / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: strings.HasPrefix(h.cfg.Issuer, "https://"),
+	})
+	id := randomID()
+	p := pendingAuth{
+		ClientID: client.ID, RedirectURI: q.Get("redirect_uri"), State: state, Challenge: q.Get("code_challenge"),
+		Binding: hashSecret(binding), CSRF: randomID(), Expires: h.cfg.Now().Add(h.cfg.PendingTTL),
+	}
+	if err := h.putJSON(ctx, keyPending+id, p, h.cfg.PendingTTL); err != nil {
+		h.log.ErrorContext(ctx, "server: authorize: storing pending authorization", "err", err)
+		fail("server_error", "the server could not store the request", true)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, SignInPath+"?req="+id, http.StatusFound)
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func isS256Challenge(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
+type consentPage struct {
+	ClientName, Account, Code, Action, CSRFField, CSRFToken string
+}
+
+// signIn serves SignInPath: the Authenticator's sign-in step, then the
+// consent page, then the decision.
+func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		h.pages.error(w, http.StatusMethodNotAllowed, "Bad request", "Method not allowed.")
+		return
+	}
+	id := r.URL.Query().Get("req")
+	expired := func() {
+		h.pages.error(w, http.StatusBadRequest, "Login request expired", "This login request has expired or was already used.")
+	}
+	if !isRandomID(id) {
+		expired()
+		return
+	}
+	b, err := h.cfg.State.Get(ctx, keyPending+id)
+	var p pendingAuth
+	if err == nil {
+		err = json.Unmarshal(b, &p)
+	}
+	if errors.Is(err, ErrStateNotFound) || (err == nil && !h.cfg.Now().Before(p.Expires)) {
+		expired()
+		return
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: signin: loading pending authorization", "err", err)
+		h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not load this login request.")
+		return
+	}
+	c, cerr := r.Cookie(browserCookie)
+	if cerr != nil || !constantEqual(hashSecret(c.Value), p.Binding) {
+		h.pages.error(w, http.StatusForbidden, "Wrong browser", "This login request was started in a different browser. Start the login again.")
+		return
+	}
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		if err := r.ParseForm(); err != nil {
+			h.pages.error(w, http.StatusBadRequest, "Bad request", "The form could not be read.")
+			return
+		}
+		if !constantEqual(r.PostForm.Get(CSRFField), p.CSRF) {
+			h.pages.error(w, http.StatusForbidden, "Request refused", "The form was not sent from this login page (CSRF check failed).")
+			return
+		}
+	}
+	client := h.clients[p.ClientID]
+	action := SignInPath + "?req=" + id
+	if p.Identity == nil {
+		nonce := setPageHeaders(w)
+		ident, err := h.cfg.Authenticator.Authenticate(w, r, SignInPrompt{
+			ClientName: client.Name, Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF, Nonce: nonce,
+		})
+		if errors.Is(err, ErrResponded) {
+			return
+		}
+		if err == nil && (ident == nil || ident.Subject == "") {
+			err = errors.New("server: authenticator returned no subject")
+		}
+		if err != nil {
+			h.log.InfoContext(ctx, "server: signin: authentication failed", "client_id", client.ID, "err", err)
+			h.pages.error(w, http.StatusBadRequest, "Sign-in failed", err.Error())
+			return
+		}
+		p.Identity, p.AuthTime = ident, h.cfg.Now()
+		if err := h.putJSON(ctx, keyPending+id, p, p.Expires.Sub(h.cfg.Now())); err != nil {
+			h.log.ErrorContext(ctx, "server: signin: storing identity", "err", err)
+			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the sign-in.")
+			return
+		}
+		if r.Method == http.MethodPost {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, action, http.StatusSeeOther)
+			return
+		}
+		h.consent(w, p, client, action)
+		return
+	}
+	decision := ""
+	if r.Method == http.MethodPost {
+		decision = r.PostForm.Get("decision")
+	}
+	if decision != "authorize" && decision != "deny" {
+		h.consent(w, p, client, action)
+		return
+	}
+	if _, err := h.cfg.State.Take(ctx, keyPending+id); err != nil {
+		expired() // a concurrent decision won
+		return
+	}
+	redirect, err := url.Parse(p.RedirectURI)
+	if err != nil {
+		h.pages.error(w, http.StatusInternalServerError, "Server error", "The stored redirect address is unusable.")
+		return
+	}
+	if decision == "deny" {
+		h.log.InfoContext(ctx, "server: authorization denied", "client_id", client.ID, "sub", p.Identity.Subject)
+		h.redirectTo(w, redirect, url.Values{"error": {"access_denied"}, "error_description": {"the user denied the request"}, "state": {p.State}})
+		return
+	}
+	code, sid := randomID(), randomID()
+	rec := codeRecord{
+		ClientID: p.ClientID, RedirectURI: p.RedirectURI, Challenge: p.Challenge, Identity: *p.Identity,
+		SessionID: sid, AuthTime: p.AuthTime, Expires: h.cfg.Now().Add(h.cfg.CodeTTL),
+	}
+	if err := h.putJSON(ctx, keyCode+hashSecret(code), rec, h.cfg.CodeTTL); err != nil {
+		h.log.ErrorContext(ctx, "server: signin: storing code", "err", err)
+		h.redirectTo(w, redirect, url.Values{"error": {"server_error"}, "state": {p.State}})
+		return
+	}
+	h.log.InfoContext(ctx, "server: authorization approved", "client_id", client.ID, "sub", p.Identity.Subject, "sid", sid)
+	h.redirectTo(w, redirect, url.Values{"code": {code}, "state": {p.State}})
+}
+
+func (h *Handler) consent(w http.ResponseWriter, p pendingAuth, client Client, action string) {
+	account := p.Identity.Email
+	if account == "" {
+		account = p.Identity.Name
+	}
+	if account == "" {
+		account = p.Identity.Subject
+	}
+	h.pages.render(w, http.StatusOK, "consent.html", consentPage{
+		ClientName: client.Name, Account: account, Code: confirm.Code(p.State),
+		Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF,
+	})
+}

@@ -1,0 +1,136 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"golang.org/x/oauth2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/keyloop/keyloop/server"
+)
+
+// BenchmarkVerify measures Verifier.Verify (EdDSA, keyfunc, all claim checks,
+// no StateStore) and reports its cost relative to a bare golang-jwt parse
+// with the key in hand, measured in the same run ("x-baseline").
+func BenchmarkVerify(b *testing.B) {
+	key, _ := server.GenerateKey()
+	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "https://i", Key: key})
+	tok, _ := m.Mint(context.Background(), server.Grant{Identity: server.Identity{Subject: "u"}, LoginSessionID: "s"})
+	jwks, _ := m.JWKS()
+	v, _ := server.NewVerifier(server.VerifierConfig{Issuer: "https://i", JWKS: jwks})
+	pub := key.Public().(ed25519.PublicKey)
+	ctx := context.Background()
+	withBaseline(b, func(b *testing.B) {
+		for b.Loop() {
+			if _, err := jwt.Parse(tok.AccessToken, func(*jwt.Token) (any, error) { return pub, nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}, func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.Verify(ctx, tok.AccessToken); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// withBaseline runs baseline and then measured as sub-benchmarks "baseline"
+// and "measured"; the latter also reports its ns/op divided by the
+// baseline's as "x-baseline".
+func withBaseline(b *testing.B, baseline, measured func(*testing.B)) {
+	var baseNs float64
+	b.Run("baseline", func(b *testing.B) {
+		baseline(b)
+		baseNs = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	})
+	b.Run("measured", func(b *testing.B) {
+		measured(b)
+		if baseNs > 0 {
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/baseNs, "x-baseline")
+		}
+	})
+}
+
+// BenchmarkRefreshGrant measures a full refresh_token grant through the
+// handler (form parsing, Take, revocation checks, mint, two Puts) and
+// reports it relative to SelfSigned.Mint alone, measured in the same run.
+func BenchmarkRefreshGrant(b *testing.B) {
+	key, _ := server.GenerateKey()
+	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "http://127.0.0.1:1", Key: key})
+	h, err := server.New(server.Config{Issuer: "http://127.0.0.1:1", Clients: []server.Client{{ID: "mytool"}},
+		Authenticator: fixedAuth{server.Identity{Subject: "u"}}, Minter: m})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	g := server.Grant{Identity: server.Identity{Subject: "u"}, ClientID: "mytool", LoginSessionID: "s", Refresh: true}
+	rt := benchLogin(b, h)
+	withBaseline(b, func(b *testing.B) {
+		for b.Loop() {
+			if _, err := m.Mint(ctx, g); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}, func(b *testing.B) {
+		for b.Loop() {
+			req := httptest.NewRequest("POST", server.TokenPath, strings.NewReader(url.Values{
+				"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"mytool"}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			var resp struct {
+				RefreshToken string `json:"refresh_token"`
+			}
+			if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &resp) != nil {
+				b.Fatalf("refresh: %d %s", w.Code, w.Body)
+			}
+			rt = resp.RefreshToken
+		}
+	})
+}
+
+// benchLogin drives one login through the handler in memory and returns the
+// refresh token.
+func benchLogin(b *testing.B, h http.Handler) string {
+	const verifier = "0123456789012345678901234567890123456789abc"
+	redirect := "http://127.0.0.1:9/cb"
+	do := func(req *http.Request, cookies []*http.Cookie) *httptest.ResponseRecorder {
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	q := url.Values{"client_id": {"mytool"}, "redirect_uri": {redirect}, "response_type": {"code"}, "state": {"s"},
+		"code_challenge_method": {"S256"}, "code_challenge": {s256(verifier)}}
+	w := do(httptest.NewRequest("GET", server.AuthorizePath+"?"+q.Encode(), nil), nil)
+	cookies := w.Result().Cookies()
+	signin := w.Header().Get("Location")
+	w = do(httptest.NewRequest("GET", signin, nil), cookies)
+	csrf := csrfRE.FindStringSubmatch(w.Body.String())[1]
+	req := httptest.NewRequest("POST", signin, strings.NewReader(url.Values{"csrf_token": {csrf}, "decision": {"authorize"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = do(req, cookies)
+	loc, _ := url.Parse(w.Header().Get("Location"))
+	req = httptest.NewRequest("POST", server.TokenPath, strings.NewReader(url.Values{"grant_type": {"authorization_code"},
+		"code": {loc.Query().Get("code")}, "code_verifier": {verifier}, "redirect_uri": {redirect}, "client_id": {"mytool"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = do(req, nil)
+	var resp struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &resp) != nil {
+		b.Fatalf("login: %d %s", w.Code, w.Body)
+	}
+	return resp.RefreshToken
+}
+
+func s256(v string) string { return oauth2.S256ChallengeFromVerifier(v) }

@@ -1,0 +1,181 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by New, NewSelfSigned, NewVerifier and
+// NewDevAuthenticator when their configuration is unusable.
+var ErrInvalidConfig = errors.New("server: invalid configuration")
+
+// Defaults and limits of Config.
+const (
+	// DefaultCodeTTL and MaxCodeTTL bound how long an authorization code is
+	// valid.
+	DefaultCodeTTL = 60 * time.Second
+	MaxCodeTTL     = 60 * time.Second
+	// DefaultRefreshTokenMaxLifetime is the absolute cap on a login session
+	// (all refreshes after one browser sign-in).
+	DefaultRefreshTokenMaxLifetime = 30 * 24 * time.Hour
+	// DefaultPendingTTL is how long a browser has to finish sign-in and
+	// consent after the authorization request.
+	DefaultPendingTTL = 10 * time.Minute
+)
+
+// Client is a registered OAuth client (a CLI). All clients are public
+// clients: no secret, PKCE S256 required, loopback redirect URIs only.
+type Client struct {
+	// ID is the client_id. Required; 1–64 characters from [A-Za-z0-9._-].
+	ID string
+	// Name is shown on the consent page ("Authorize mytool …"). Empty means
+	// ID.
+	Name string
+	// RedirectHosts narrows the loopback hosts the client may use, from
+	// "127.0.0.1", "[::1]" and "localhost". Empty means all three.
+	RedirectHosts []string
+}
+
+// Brand customizes the pages the handler renders.
+type Brand struct {
+	// Name is the product name in page titles and headings. Empty means
+	// "keyloop".
+	Name string
+	// AccentColor is the color of buttons and links, as "#rgb" or
+	// "#rrggbb". Empty means a neutral blue.
+	AccentColor string
+}
+
+// Config configures a Handler. Only Issuer, Clients, Authenticator and Minter
+// are required.
+type Config struct {
+	// Issuer is the authorization server's issuer URL (RFC 8414): scheme
+	// and host, optionally a port, no path, query or fragment, e.g.
+	// "https://auth.example.com" or, for local development,
+	// "http://127.0.0.1:8787". All endpoints live under it; mount the
+	// handler at the application root. Required.
+	Issuer string
+	// Clients are the registered CLIs. At least one is required.
+	Clients []Client
+	// Authenticator signs browser users in. Required (DevAuthenticator for
+	// development, server/clerk for Clerk).
+	Authenticator Authenticator
+	// Minter mints access tokens. Required (SelfSigned, or server/clerk).
+	Minter Minter
+	// State keeps pending authorizations, codes, refresh tokens and
+	// revocation markers. Nil means NewMemoryStateStore(), which serves one
+	// process only.
+	State StateStore
+	// CodeTTL is how long an authorization code is valid. Zero means
+	// DefaultCodeTTL; more than MaxCodeTTL (60 s) is an error.
+	CodeTTL time.Duration
+	// RefreshTokenMaxLifetime is the absolute cap on refreshes after a
+	// browser sign-in; afterwards the user must sign in again. It is also
+	// the TTL of revocation markers, so it should be at least the access
+	// token lifetime. Zero means DefaultRefreshTokenMaxLifetime (30 days).
+	RefreshTokenMaxLifetime time.Duration
+	// PendingTTL is how long the browser has between the authorization
+	// request and the consent decision. Zero means DefaultPendingTTL.
+	PendingTTL time.Duration
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Logger receives one line per notable event (approvals, denials,
+	// token grants, refresh reuse, revocations, internal errors). It never
+	// receives tokens, codes, state values or keys. Nil means no logging.
+	Logger *slog.Logger
+	// Brand customizes page titles and colors.
+	Brand Brand
+	// Templates, when set, replaces built-in page templates by file name:
+	// "layout.html" (defines "layout", calling "title" and "content"),
+	// "consent.html" and "error.html" (each define "title" and "content").
+	// Files it lacks keep the built-in version. Nil means the built-ins.
+	// DevAuthenticator's sign-in page always uses the built-in templates.
+	Templates fs.FS
+}
+
+var clientIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+var colorRE = regexp.MustCompile(`^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
+
+func (c Config) withDefaults() (Config, error) {
+	bad := func(format string, a ...any) (Config, error) {
+		return c, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
+	}
+	u, err := url.Parse(c.Issuer)
+	if c.Issuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return bad("Issuer must be an http(s) URL with a host and no path, query or fragment")
+	}
+	c.Issuer = u.Scheme + "://" + u.Host
+	if len(c.Clients) == 0 {
+		return bad("at least one Client is required")
+	}
+	seen := map[string]bool{}
+	clients := make([]Client, len(c.Clients))
+	for i, cl := range c.Clients {
+		if !clientIDRE.MatchString(cl.ID) {
+			return bad("client ID %q must be 1–64 characters from [A-Za-z0-9._-]", cl.ID)
+		}
+		if seen[cl.ID] {
+			return bad("client ID %q registered twice", cl.ID)
+		}
+		seen[cl.ID] = true
+		for _, h := range cl.RedirectHosts {
+			if !loopbackHosts[h] {
+				return bad("client %q: redirect host %q is not 127.0.0.1, [::1] or localhost", cl.ID, h)
+			}
+		}
+		if cl.Name == "" {
+			cl.Name = cl.ID
+		}
+		clients[i] = cl
+	}
+	c.Clients = clients
+	if c.Authenticator == nil {
+		return bad("Authenticator is required")
+	}
+	if c.Minter == nil {
+		return bad("Minter is required")
+	}
+	if c.State == nil {
+		c.State = NewMemoryStateStore()
+	}
+	switch {
+	case c.CodeTTL == 0:
+		c.CodeTTL = DefaultCodeTTL
+	case c.CodeTTL < 0 || c.CodeTTL > MaxCodeTTL:
+		return bad("CodeTTL must be between 0 and %v", MaxCodeTTL)
+	}
+	switch {
+	case c.RefreshTokenMaxLifetime == 0:
+		c.RefreshTokenMaxLifetime = DefaultRefreshTokenMaxLifetime
+	case c.RefreshTokenMaxLifetime < 0:
+		return bad("RefreshTokenMaxLifetime is negative")
+	}
+	switch {
+	case c.PendingTTL == 0:
+		c.PendingTTL = DefaultPendingTTL
+	case c.PendingTTL < 0:
+		return bad("PendingTTL is negative")
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Brand.Name == "" {
+		c.Brand.Name = "keyloop"
+	}
+	if c.Brand.AccentColor == "" {
+		c.Brand.AccentColor = "#2457d6"
+	}
+	if !colorRE.MatchString(c.Brand.AccentColor) {
+		return bad("Brand.AccentColor must be #rgb or #rrggbb")
+	}
+	return c, nil
+}

@@ -1,0 +1,143 @@
+package server
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultDevSignInLifetime is how long DevAuthenticator remembers a browser
+// sign-in when DevConfig.Lifetime is zero.
+const DefaultDevSignInLifetime = 30 * 24 * time.Hour
+
+// devCookie is the name of DevAuthenticator's sign-in cookie.
+const devCookie = "keyloop_dev_signin"
+
+// DevConfig configures a DevAuthenticator.
+type DevConfig struct {
+	// Key signs the cookie that remembers a browser's sign-in (HMAC-SHA256).
+	// At least 32 bytes. Required. Keep it across restarts
+	// (LoadOrCreateSecretFile) so browsers stay signed in; a new key signs
+	// every browser out.
+	Key []byte
+	// Lifetime is how long a browser stays signed in. Zero means
+	// DefaultDevSignInLifetime.
+	Lifetime time.Duration
+	// Secure marks the cookie Secure (set it when the issuer is https).
+	Secure bool
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// DevAuthenticator is an Authenticator for development: a page with an
+// e-mail field and a "Sign in" button that believes any well-formed address.
+// It must never be used in production. The Subject of an identity is
+// "dev|" followed by the first 16 bytes of SHA-256 of the lower-cased address
+// in hex, so it is stable across restarts and keys; Email is the address as
+// typed. The sign-in is remembered in an HMAC-signed, HttpOnly cookie.
+type DevAuthenticator struct {
+	cfg DevConfig
+}
+
+// NewDevAuthenticator returns a DevAuthenticator; configuration errors wrap
+// ErrInvalidConfig.
+func NewDevAuthenticator(cfg DevConfig) (*DevAuthenticator, error) {
+	if len(cfg.Key) < 32 {
+		return nil, fmt.Errorf("%w: DevConfig.Key must have at least 32 bytes", ErrInvalidConfig)
+	}
+	cfg.Key = append([]byte(nil), cfg.Key...)
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = DefaultDevSignInLifetime
+	}
+	if cfg.Lifetime < 0 {
+		return nil, fmt.Errorf("%w: DevConfig.Lifetime is negative", ErrInvalidConfig)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &DevAuthenticator{cfg: cfg}, nil
+}
+
+// DevSubject returns the Subject DevAuthenticator gives the address email.
+func DevSubject(email string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(email)))
+	return "dev|" + hex.EncodeToString(sum[:16])
+}
+
+type devSignInPage struct {
+	ClientName, Action, CSRFField, CSRFToken, Email, Error string
+}
+
+// Authenticate implements Authenticator.
+func (d *DevAuthenticator) Authenticate(w http.ResponseWriter, r *http.Request, p SignInPrompt) (*Identity, error) {
+	if r.Method == http.MethodPost {
+		email := strings.TrimSpace(r.PostForm.Get("email"))
+		if !validEmail(email) {
+			d.page(w, http.StatusBadRequest, p, email, "Enter a valid e-mail address.")
+			return nil, ErrResponded
+		}
+		exp := d.cfg.Now().Add(d.cfg.Lifetime)
+		http.SetCookie(w, &http.Cookie{
+			Name: devCookie, Value: d.sign(email, exp), Path: "/oauth", MaxAge: int(d.cfg.Lifetime / time.Second),
+			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: d.cfg.Secure,
+		})
+		return &Identity{Subject: DevSubject(email), Email: email}, nil
+	}
+	if c, err := r.Cookie(devCookie); err == nil {
+		if email, ok := d.verify(c.Value); ok {
+			return &Identity{Subject: DevSubject(email), Email: email}, nil
+		}
+	}
+	d.page(w, http.StatusOK, p, "", "")
+	return nil, ErrResponded
+}
+
+func (d *DevAuthenticator) page(w http.ResponseWriter, status int, p SignInPrompt, email, msg string) {
+	defaultPages.render(w, status, "signin.html", devSignInPage{
+		ClientName: p.ClientName, Action: p.Action, CSRFField: p.CSRFField, CSRFToken: p.CSRFToken, Email: email, Error: msg,
+	})
+}
+
+func validEmail(s string) bool {
+	if len(s) == 0 || len(s) > 254 {
+		return false
+	}
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && a.Name == "" && strings.Contains(s[strings.LastIndexByte(s, '@')+1:], ".")
+}
+
+// cookie value: base64url(email) "." expiry-unix "." base64url(hmac)
+func (d *DevAuthenticator) sign(email string, exp time.Time) string {
+	payload := base64.RawURLEncoding.EncodeToString([]byte(email)) + "." + strconv.FormatInt(exp.Unix(), 10)
+	return payload + "." + d.mac(payload)
+}
+
+func (d *DevAuthenticator) mac(payload string) string {
+	m := hmac.New(sha256.New, d.cfg.Key)
+	m.Write([]byte("keyloop-dev-signin:" + payload))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (d *DevAuthenticator) verify(v string) (string, bool) {
+	i := strings.LastIndexByte(v, '.')
+	if i < 0 || !hmac.Equal([]byte(v[i+1:]), []byte(d.mac(v[:i]))) {
+		return "", false
+	}
+	e64, expS, ok := strings.Cut(v[:i], ".")
+	exp, err := strconv.ParseInt(expS, 10, 64)
+	if !ok || err != nil || !d.cfg.Now().Before(time.Unix(exp, 0)) {
+		return "", false
+	}
+	email, err := base64.RawURLEncoding.DecodeString(e64)
+	if err != nil || !validEmail(string(email)) {
+		return "", false
+	}
+	return string(email), true
+}

@@ -1,0 +1,34 @@
+// Package server is keyloop's authorization server: an http.Handler that
+// lets a CLI log its user in through the browser with the OAuth 2.0
+// authorization-code flow for native apps (RFC 8252, PKCE S256 required),
+// and hands it a signed JWT access token plus a rotating refresh token.
+//
+// Two seams make it fit an application: an Authenticator finds out who the
+// browser user is (DevAuthenticator for development; server/clerk for
+// Clerk), and a Minter turns that identity into a JWT (SelfSigned; or
+// server/clerk). Short-lived state (pending authorizations, single-use
+// codes, refresh tokens, revocation markers) lives in a StateStore
+// (NewMemoryStateStore by default; share one across instances).
+//
+// Routes, relative to Config.Issuer (mount the Handler at the application
+// root):
+//
+//	GET      /.well-known/oauth-authorization-server  RFC 8414 metadata
+//	GET      /oauth/authorize                         authorization request
+//	GET,POST /oauth/signin?req=ID                     sign-in and consent
+//	POST     /oauth/token                             authorization_code, refresh_token
+//	POST     /oauth/revoke                            RFC 7009 revocation
+//	GET      /oauth/jwks                              public keys (KeySetPublisher minters)
+//
+// Refresh tokens are opaque, stored only as hashes, bound to the client and
+// to the login session (one browser sign-in), rotated on every use, and
+// capped at Config.RefreshTokenMaxLifetime after the sign-in. Presenting an
+// already-rotated refresh token revokes the whole login session (RFC 9700
+// §4.14.2); so does presenting a used authorization code again. A client
+// that loses a refresh response and retries with the old token therefore
+// has to sign in again: that is the price of reuse detection.
+//
+// The application's own API routes use Handler.RequireToken, which verifies
+// tokens the way a careful client does and puts Claims into the request
+// context.
+package server

@@ -1,0 +1,378 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DefaultTokenLifetime is the lifetime of access tokens SelfSigned mints when
+// SelfSignedConfig.Lifetime is zero.
+const DefaultTokenLifetime = 7 * 24 * time.Hour
+
+// SelfSignedConfig configures a SelfSigned minter.
+type SelfSignedConfig struct {
+	// Issuer is the "iss" of minted tokens, normally the Handler's
+	// Config.Issuer. Required.
+	Issuer string
+	// Key signs tokens: an ed25519.PrivateKey (EdDSA), an ECDSA P-256 key
+	// (ES256) or an RSA key of at least 2048 bits (RS256); any crypto.Signer
+	// with such a public key works (a KMS or HSM key, say). Nil means a fresh
+	// Ed25519 key that lives only as long as the process (see
+	// LoadOrCreateKeyFile for one that survives restarts).
+	Key crypto.Signer
+	// KeyID is the "kid" header and JWKS key ID. Empty means the RFC 7638
+	// JWK thumbprint of the public key.
+	KeyID string
+	// Lifetime is how long minted tokens are valid. Zero means
+	// DefaultTokenLifetime (7 days).
+	Lifetime time.Duration
+	// Audience is the "aud" of minted tokens. Empty means tokens carry no
+	// "aud" and verifiers do not check one.
+	Audience string
+	// CanRefresh, when set, is asked before every refresh mint; a non-nil
+	// error refuses the refresh (the error is wrapped with
+	// ErrRefreshRefused), e.g. for a deleted or locked user. Nil allows all
+	// refreshes. It must be safe for concurrent use.
+	CanRefresh func(ctx context.Context, id Identity) error
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// SelfSigned is a Minter that signs JWTs with its own key and publishes the
+// public key as a JWKS (it implements KeySetPublisher). It is safe for
+// concurrent use.
+//
+// Minted tokens carry iss, sub, aud (when configured), exp, iat, nbf, jti,
+// sid (the keyloop login session), auth_time, client_id and azp, and email
+// and name when known, plus Identity.Claims that do not collide with those.
+type SelfSigned struct {
+	cfg    SelfSignedConfig
+	alg    string
+	method jwt.SigningMethod
+	jwk    map[string]any
+	jwks   []byte
+}
+
+// NewSelfSigned returns a SelfSigned minter; errors wrap ErrInvalidConfig.
+func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
+	if cfg.Issuer == "" {
+		return nil, fmt.Errorf("%w: SelfSignedConfig.Issuer is required", ErrInvalidConfig)
+	}
+	if cfg.Key == nil {
+		k, err := GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Key = k
+	}
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = DefaultTokenLifetime
+	}
+	if cfg.Lifetime < 0 {
+		return nil, fmt.Errorf("%w: SelfSignedConfig.Lifetime is negative", ErrInvalidConfig)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	alg, jwk, err := publicJWK(cfg.Key.Public())
+	if err != nil {
+		return nil, err
+	}
+	if cfg.KeyID == "" {
+		cfg.KeyID = thumbprint(jwk)
+	}
+	jwk["kid"], jwk["alg"], jwk["use"] = cfg.KeyID, alg, "sig"
+	jwks, err := json.Marshal(map[string]any{"keys": []any{jwk}})
+	if err != nil {
+		return nil, fmt.Errorf("server: encoding JWKS: %w", err)
+	}
+	return &SelfSigned{cfg: cfg, alg: alg, method: jwt.GetSigningMethod(alg), jwk: jwk, jwks: jwks}, nil
+}
+
+// KeyID returns the "kid" of minted tokens.
+func (s *SelfSigned) KeyID() string { return s.cfg.KeyID }
+
+// Algorithm returns the JWS "alg" of minted tokens (EdDSA, ES256 or RS256).
+func (s *SelfSigned) Algorithm() string { return s.alg }
+
+// JWKS implements KeySetPublisher.
+func (s *SelfSigned) JWKS() ([]byte, error) { return append([]byte(nil), s.jwks...), nil }
+
+// KeyInfo implements Minter: the handler serves the keys itself.
+func (s *SelfSigned) KeyInfo() KeyInfo {
+	return KeyInfo{TokenIssuer: s.cfg.Issuer, Audience: s.cfg.Audience}
+}
+
+// reservedClaims are set by Mint and never taken from Identity.Claims.
+var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "auth_time", "client_id", "azp", "email", "name"}
+
+// Mint implements Minter.
+func (s *SelfSigned) Mint(ctx context.Context, g Grant) (*MintedToken, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("server: mint: %w", err)
+	}
+	if g.Identity.Subject == "" {
+		return nil, errors.New("server: mint: identity has no subject")
+	}
+	if g.Refresh && s.cfg.CanRefresh != nil {
+		if err := s.cfg.CanRefresh(ctx, g.Identity); err != nil {
+			if errors.Is(err, ErrRefreshRefused) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %w", ErrRefreshRefused, err)
+		}
+	}
+	now := s.cfg.Now().Truncate(time.Second)
+	exp := now.Add(s.cfg.Lifetime)
+	claims := jwt.MapClaims{}
+	for k, v := range g.Identity.Claims {
+		claims[k] = v
+	}
+	for _, k := range reservedClaims {
+		delete(claims, k)
+	}
+	claims["iss"] = s.cfg.Issuer
+	claims["sub"] = g.Identity.Subject
+	if s.cfg.Audience != "" {
+		claims["aud"] = s.cfg.Audience
+	}
+	claims["iat"], claims["nbf"], claims["exp"] = now.Unix(), now.Unix(), exp.Unix()
+	claims["jti"] = randomID()
+	if g.LoginSessionID != "" {
+		claims["sid"] = g.LoginSessionID
+	}
+	if !g.AuthTime.IsZero() {
+		claims["auth_time"] = g.AuthTime.Unix()
+	}
+	if g.ClientID != "" {
+		claims["client_id"], claims["azp"] = g.ClientID, g.ClientID
+	}
+	if g.Identity.Email != "" {
+		claims["email"] = g.Identity.Email
+	}
+	if g.Identity.Name != "" {
+		claims["name"] = g.Identity.Name
+	}
+	t := jwt.NewWithClaims(s.method, claims)
+	t.Header["kid"] = s.cfg.KeyID
+	t.Header["typ"] = "JWT"
+	signing, err := t.SigningString()
+	if err != nil {
+		return nil, fmt.Errorf("server: mint: %w", err)
+	}
+	sig, err := signWith(s.cfg.Key, s.alg, []byte(signing))
+	if err != nil {
+		return nil, fmt.Errorf("server: mint: signing: %w", err)
+	}
+	return &MintedToken{AccessToken: signing + "." + base64.RawURLEncoding.EncodeToString(sig), Expiry: exp}, nil
+}
+
+// signWith signs msg with any crypto.Signer in the JWS encoding of alg.
+func signWith(key crypto.Signer, alg string, msg []byte) ([]byte, error) {
+	switch alg {
+	case "EdDSA":
+		return key.Sign(rand.Reader, msg, crypto.Hash(0))
+	case "ES256":
+		d := sha256.Sum256(msg)
+		der, err := key.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		var sig struct{ R, S *big.Int }
+		if _, err := asn1.Unmarshal(der, &sig); err != nil {
+			return nil, err
+		}
+		out := make([]byte, 64)
+		sig.R.FillBytes(out[:32])
+		sig.S.FillBytes(out[32:])
+		return out, nil
+	case "RS256":
+		d := sha256.Sum256(msg)
+		return key.Sign(rand.Reader, d[:], crypto.SHA256)
+	}
+	return nil, fmt.Errorf("unsupported alg %q", alg)
+}
+
+// publicJWK returns the JWS algorithm for pub and its JWK members.
+func publicJWK(pub crypto.PublicKey) (string, map[string]any, error) {
+	b64 := base64.RawURLEncoding.EncodeToString
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return "EdDSA", map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(k)}, nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return "", nil, fmt.Errorf("%w: ECDSA keys must use P-256", ErrInvalidConfig)
+		}
+		b, err := k.Bytes() // 0x04 || X || Y
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: ECDSA key: %w", ErrInvalidConfig, err)
+		}
+		return "ES256", map[string]any{"kty": "EC", "crv": "P-256", "x": b64(b[1:33]), "y": b64(b[33:])}, nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return "", nil, fmt.Errorf("%w: RSA keys must have at least 2048 bits", ErrInvalidConfig)
+		}
+		return "RS256", map[string]any{"kty": "RSA", "n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())}, nil
+	}
+	return "", nil, fmt.Errorf("%w: unsupported key type %T (want Ed25519, ECDSA P-256 or RSA)", ErrInvalidConfig, pub)
+}
+
+// thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url) of jwk,
+// which holds only the required members; encoding/json sorts map keys, which
+// is the canonical member order RFC 7638 asks for.
+func thumbprint(jwk map[string]any) string {
+	b, _ := json.Marshal(jwk)
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// GenerateKey returns a new Ed25519 signing key.
+func GenerateKey() (crypto.Signer, error) {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("server: generating key: %w", err)
+	}
+	return k, nil
+}
+
+// LoadOrCreateKeyFile loads a PEM "PRIVATE KEY" (PKCS #8) signing key from
+// path, or, when the file does not exist, generates an Ed25519 key and writes
+// it there with mode 0600 (its directory created with mode 0700). Creation is
+// atomic: concurrent callers all end up with the same key. A key file that
+// group or others can read is refused. It is meant for dev mode; production
+// keys belong in a secret manager.
+func LoadOrCreateKeyFile(path string) (crypto.Signer, error) {
+	b, err := loadOrCreateFile(path, func() ([]byte, error) {
+		k, err := GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("server: encoding key: %w", err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("server: key file %s: no PEM PRIVATE KEY block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("server: key file %s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("server: key file %s: %T is not a signing key", path, k)
+	}
+	return s, nil
+}
+
+// LoadOrCreateSecretFile loads a 32-byte secret (such as DevConfig.Key) from
+// path, or creates one there like LoadOrCreateKeyFile does.
+func LoadOrCreateSecretFile(path string) ([]byte, error) {
+	b, err := loadOrCreateFile(path, func() ([]byte, error) {
+		k := make([]byte, 32)
+		_, err := rand.Read(k)
+		return k, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(b) != 32 {
+		return nil, fmt.Errorf("server: secret file %s: want 32 bytes, have %d", path, len(b))
+	}
+	return b, nil
+}
+
+func loadOrCreateFile(path string, create func() ([]byte, error)) ([]byte, error) {
+	for range 3 {
+		b, err := readPrivateFile(path)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return b, err
+		}
+		data, err := create()
+		if err != nil {
+			return nil, err
+		}
+		dir := filepath.Dir(path)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("server: creating %s: %w", dir, err)
+		}
+		tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+		if err != nil {
+			return nil, fmt.Errorf("server: creating %s: %w", path, err)
+		}
+		_, werr := tmp.Write(data)
+		if werr == nil {
+			werr = tmp.Sync()
+		}
+		if cerr := tmp.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr == nil {
+			werr = os.Chmod(tmp.Name(), 0o600)
+		}
+		if werr == nil {
+			// Link fails when path exists: a concurrent creator won, and
+			// the loop reads its file.
+			werr = os.Link(tmp.Name(), path)
+			if errors.Is(werr, fs.ErrExist) {
+				werr = nil
+			}
+		}
+		os.Remove(tmp.Name())
+		if werr != nil {
+			return nil, fmt.Errorf("server: creating %s: %w", path, werr)
+		}
+	}
+	return nil, fmt.Errorf("server: creating %s: gave up", path)
+}
+
+func readPrivateFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("server: %s: %w", path, err)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("server: %s: mode %v lets others read it; chmod 600", path, st.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<16+1))
+	if err != nil {
+		return nil, fmt.Errorf("server: %s: %w", path, err)
+	}
+	if len(b) > 1<<16 {
+		return nil, fmt.Errorf("server: %s: larger than 64 KiB", path)
+	}
+	return b, nil
+}

@@ -1,0 +1,362 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// maxTokenParamLen bounds codes and refresh tokens presented to the token
+// and revocation endpoints (real ones are 43 characters, JWTs a few KiB).
+const maxTokenParamLen = 16 << 10
+
+// refreshRecord is what a refresh token stands for.
+type refreshRecord struct {
+	ClientID  string    `json:"client_id"`
+	SessionID string    `json:"sid"`
+	Identity  Identity  `json:"identity"`
+	AuthTime  time.Time `json:"auth_time"`
+}
+
+// tokenResponse is the RFC 6749 §5.1 success body.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+// oauthError is an RFC 6749 §5.2 error response.
+type oauthError struct {
+	status int
+	Code   string `json:"error"`
+	Desc   string `json:"error_description,omitempty"`
+}
+
+func oerr(status int, code, desc string) *oauthError {
+	return &oauthError{status: status, Code: code, Desc: desc}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeOAuthError(w http.ResponseWriter, e *oauthError) {
+	writeJSON(w, e.status, e)
+}
+
+// readForm reads a bounded form-encoded POST body. Parameters in the URL
+// query are ignored; repeated parameters are refused.
+func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return nil, oerr(http.StatusMethodNotAllowed, "invalid_request", "use POST")
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFormBytes))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, oerr(http.StatusRequestEntityTooLarge, "invalid_request", "request body too large")
+	}
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "request body unreadable")
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "malformed form body")
+	}
+	for k, vs := range form {
+		if len(vs) > 1 {
+			return nil, oerr(http.StatusBadRequest, "invalid_request", "parameter "+k+" given more than once")
+		}
+	}
+	return form, nil
+}
+
+// clientFor identifies the public client from client_id in the form or from
+// HTTP Basic authentication with an empty secret (what x/oauth2's
+// auto-detection tries first). required makes a missing client_id an error.
+func (h *Handler) clientFor(w http.ResponseWriter, r *http.Request, form url.Values, required bool) (*Client, *oauthError) {
+	id := form.Get("client_id")
+	if user, pass, ok := r.BasicAuth(); ok {
+		u, err := url.QueryUnescape(user)
+		if err != nil || pass != "" || (id != "" && id != u) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="keyloop"`)
+			return nil, oerr(http.StatusUnauthorized, "invalid_client", "public clients authenticate with client_id only")
+		}
+		id = u
+	}
+	if id == "" {
+		if required {
+			return nil, oerr(http.StatusBadRequest, "invalid_request", "client_id is required")
+		}
+		return nil, nil
+	}
+	c, ok := h.clients[id]
+	if !ok {
+		return nil, oerr(http.StatusUnauthorized, "invalid_client", "unknown client")
+	}
+	return &c, nil
+}
+
+// token serves TokenPath.
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
+	form, e := readForm(w, r)
+	if e == nil {
+		var client *Client
+		if client, e = h.clientFor(w, r, form, true); e == nil {
+			var resp *tokenResponse
+			switch gt := form.Get("grant_type"); gt {
+			case "authorization_code":
+				resp, e = h.codeGrant(r.Context(), client, form)
+			case "refresh_token":
+				resp, e = h.refreshGrant(r.Context(), client, form)
+			case "":
+				e = oerr(http.StatusBadRequest, "invalid_request", "grant_type is required")
+			default:
+				e = oerr(http.StatusBadRequest, "unsupported_grant_type", "supported: authorization_code, refresh_token")
+			}
+			if e == nil {
+				writeJSON(w, http.StatusOK, resp)
+				return
+			}
+		}
+	}
+	writeOAuthError(w, e)
+}
+
+var errInvalidGrant = oerr(http.StatusBadRequest, "invalid_grant", "the code is invalid, expired, already used, or was issued for another client or redirect_uri")
+
+func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values) (*tokenResponse, *oauthError) {
+	code, redirect, verifier := form.Get("code"), form.Get("redirect_uri"), form.Get("code_verifier")
+	switch {
+	case code == "":
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "code is required")
+	case redirect == "":
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "redirect_uri is required")
+	case verifier == "":
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "code_verifier is required (PKCE)")
+	case !isVerifier(verifier):
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "code_verifier must be 43-128 unreserved characters")
+	case len(code) > maxTokenParamLen:
+		return nil, errInvalidGrant
+	}
+	hc := hashSecret(code)
+	b, err := h.cfg.State.Take(ctx, keyCode+hc)
+	if errors.Is(err, ErrStateNotFound) {
+		// A code used twice: revoke what the first use started (RFC 6749 §4.1.2).
+		if sid, err := h.cfg.State.Get(ctx, keyCodeUsed+hc); err == nil {
+			if err := h.revokeSession(ctx, string(sid)); err != nil {
+				h.log.ErrorContext(ctx, "server: token: revoking session after code reuse", "err", err)
+			}
+			h.log.WarnContext(ctx, "server: authorization code reused; login session revoked", "client_id", client.ID, "sid", string(sid))
+		}
+		return nil, errInvalidGrant
+	}
+	var rec codeRecord
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: loading code", "err", err)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	now := h.cfg.Now()
+	if !now.Before(rec.Expires) || rec.ClientID != client.ID || rec.RedirectURI != redirect || !pkceMatches(verifier, rec.Challenge) {
+		return nil, errInvalidGrant
+	}
+	if err := h.cfg.State.Put(ctx, keyCodeUsed+hc, []byte(rec.SessionID), h.cfg.PendingTTL); err != nil {
+		h.log.ErrorContext(ctx, "server: token: storing code-used marker", "err", err)
+	}
+	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime}
+	resp, e := h.mintAndIssue(ctx, rr, false)
+	if e == nil {
+		h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
+	}
+	return resp, e
+}
+
+func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Values) (*tokenResponse, *oauthError) {
+	rt := form.Get("refresh_token")
+	bad := oerr(http.StatusBadRequest, "invalid_grant", "the refresh token is invalid, expired, revoked or was issued to another client")
+	switch {
+	case rt == "":
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "refresh_token is required")
+	case len(rt) > maxTokenParamLen:
+		return nil, bad
+	}
+	ht := hashSecret(rt)
+	b, err := h.cfg.State.Take(ctx, keyRefresh+ht)
+	if errors.Is(err, ErrStateNotFound) {
+		if sid, err := h.cfg.State.Get(ctx, keyRefreshKnown+ht); err == nil {
+			// RFC 9700 §4.14.2: a rotated refresh token came back.
+			if err := h.revokeSession(ctx, string(sid)); err != nil {
+				h.log.ErrorContext(ctx, "server: token: revoking session after refresh token reuse", "err", err)
+			}
+			h.log.WarnContext(ctx, "server: refresh token reuse detected; login session revoked", "client_id", client.ID, "sid", string(sid))
+		}
+		return nil, bad
+	}
+	var rec refreshRecord
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: loading refresh token", "err", err)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	if rec.ClientID != client.ID {
+		return nil, bad
+	}
+	now := h.cfg.Now()
+	if !now.Before(rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime)) {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the login session reached its maximum lifetime; sign in again")
+	}
+	revoked, err := isRevoked(ctx, h.cfg.State, rec.SessionID, rec.Identity.SessionID, rec.Identity.Subject, rec.AuthTime)
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: revocation check", "err", err)
+		h.putBack(ctx, ht, b, rec)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	if revoked {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the login session was revoked; sign in again")
+	}
+	resp, e := h.mintAndIssue(ctx, rec, true)
+	if e != nil && e.status >= 500 {
+		h.putBack(ctx, ht, b, rec) // a transient failure must not look like reuse later
+	}
+	if e == nil {
+		h.log.InfoContext(ctx, "server: token issued", "grant_type", "refresh_token", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
+	}
+	return resp, e
+}
+
+// putBack restores a taken refresh token after a server-side failure.
+func (h *Handler) putBack(ctx context.Context, ht string, b []byte, rec refreshRecord) {
+	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now())
+	if err := h.cfg.State.Put(ctx, keyRefresh+ht, b, ttl); err != nil {
+		h.log.ErrorContext(ctx, "server: token: restoring refresh token", "err", err)
+	}
+}
+
+// mintAndIssue mints an access token and a new refresh token for rec.
+func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh bool) (*tokenResponse, *oauthError) {
+	m, err := h.cfg.Minter.Mint(ctx, Grant{
+		Identity: rec.Identity, ClientID: rec.ClientID, LoginSessionID: rec.SessionID, AuthTime: rec.AuthTime, Refresh: refresh,
+	})
+	if errors.Is(err, ErrRefreshRefused) {
+		h.log.InfoContext(ctx, "server: token: minter refused", "client_id", rec.ClientID, "sub", rec.Identity.Subject, "err", err)
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the identity layer refused to issue a token; sign in again")
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: mint failed", "client_id", rec.ClientID, "err", err)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	now := h.cfg.Now()
+	resp := &tokenResponse{AccessToken: m.AccessToken, TokenType: "Bearer", ExpiresIn: max(0, int64(m.Expiry.Sub(now)/time.Second))}
+	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(now)
+	if ttl <= 0 {
+		return resp, nil
+	}
+	rt := randomID()
+	ht := hashSecret(rt)
+	b, err := json.Marshal(rec)
+	if err == nil {
+		err = h.cfg.State.Put(ctx, keyRefreshKnown+ht, []byte(rec.SessionID), ttl)
+	}
+	if err == nil {
+		err = h.cfg.State.Put(ctx, keyRefresh+ht, b, ttl)
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: storing refresh token", "err", err)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	resp.RefreshToken = rt
+	return resp, nil
+}
+
+func isVerifier(s string) bool {
+	if len(s) < 43 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func pkceMatches(verifier, challenge string) bool {
+	sum := sha256.Sum256([]byte(verifier))
+	return constantEqual(base64.RawURLEncoding.EncodeToString(sum[:]), challenge)
+}
+
+// revoke serves RevokePath (RFC 7009). Revoking a refresh token (current or
+// already rotated) ends its whole login session. Revoking an access token
+// that verifies and carries "sid" ends that session too: its refresh tokens
+// stop working and RequireToken refuses its access tokens. Unknown, invalid
+// and foreign tokens get 200, as RFC 7009 §2.2 asks.
+func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	form, e := readForm(w, r)
+	var client *Client
+	if e == nil {
+		client, e = h.clientFor(w, r, form, false)
+	}
+	tok := form.Get("token")
+	if e == nil && tok == "" {
+		e = oerr(http.StatusBadRequest, "invalid_request", "token is required")
+	}
+	if e != nil {
+		writeOAuthError(w, e)
+		return
+	}
+	sameClient := func(id string) bool { return client == nil || id == "" || client.ID == id }
+	if len(tok) <= maxTokenParamLen {
+		ht := hashSecret(tok)
+		if sid, err := h.cfg.State.Get(ctx, keyRefreshKnown+ht); err == nil {
+			b, gerr := h.cfg.State.Get(ctx, keyRefresh+ht)
+			var rec refreshRecord
+			if gerr == nil && json.Unmarshal(b, &rec) == nil && !sameClient(rec.ClientID) {
+				writeJSON(w, http.StatusOK, struct{}{})
+				return
+			}
+			if err := h.revokeSession(ctx, string(sid)); err != nil {
+				h.log.ErrorContext(ctx, "server: revoke", "err", err)
+				writeOAuthError(w, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", ""))
+				return
+			}
+			h.cfg.State.Delete(ctx, keyRefresh+ht)
+			h.log.InfoContext(ctx, "server: login session revoked", "via", "refresh_token", "sid", string(sid))
+		} else if strings.Count(tok, ".") == 2 {
+			if c, err := h.verifier.Verify(ctx, tok); err == nil && c.SessionID != "" && sameClient(c.ClientID) {
+				if err := h.revokeSession(ctx, c.SessionID); err != nil {
+					h.log.ErrorContext(ctx, "server: revoke", "err", err)
+					writeOAuthError(w, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", ""))
+					return
+				}
+				h.log.InfoContext(ctx, "server: login session revoked", "via", "access_token", "sid", c.SessionID)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
