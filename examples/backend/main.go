@@ -1,8 +1,18 @@
 // Command backend is keyloop's example backend: an authorization server for
 // CLI browser logins plus one protected API route, GET /api/me.
 //
-// Dev mode (the only mode so far) signs users in with any e-mail address and
-// signs tokens with an Ed25519 key it creates and keeps under -data.
+// Dev mode signs users in with any e-mail address and signs tokens with an
+// Ed25519 key it creates and keeps under -data. Clerk mode, on when
+// CLERK_SECRET_KEY is set, signs users in with Clerk and mints tokens from a
+// Clerk JWT template:
+//
+//	CLERK_SECRET_KEY        Backend API secret key (server-side only)
+//	CLERK_PUBLISHABLE_KEY   publishable key for the sign-in page
+//	CLERK_JWT_TEMPLATE      JWT template name (default "cli")
+//	CLERK_AUDIENCE          the template's "aud", required at /api/me when set
+//	CLERK_API_URL           Backend API URL for the SDK (default Clerk's)
+//	CLERK_FRONTEND_API_URL  Frontend API URL (default: derived from the publishable key)
+//	CLERK_WEBHOOK_SECRET    Svix signing secret; enables POST /webhooks/clerk
 //
 //	backend [-addr HOST:PORT] [-data DIR] [-token-ttl DURATION] [-issuer URL]
 //
@@ -11,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +38,7 @@ import (
 	"time"
 
 	"github.com/keyloop/keyloop/server"
+	"github.com/keyloop/keyloop/server/clerk"
 )
 
 func main() {
@@ -82,32 +94,34 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		authn  server.Authenticator
 		minter server.Minter
 	)
-	// ---- CLERK MODE: the lead wires server/clerk in here. ----------------
-	// When CLERK_SECRET_KEY is set (with CLERK_PUBLISHABLE_KEY,
-	// CLERK_JWT_TEMPLATE default "cli", CLERK_API_URL), build the Clerk
-	// Authenticator and Minter instead of the dev ones below.
+	var clerkProvider *clerk.Provider
 	if os.Getenv("CLERK_SECRET_KEY") != "" {
-		return errors.New("CLERK_SECRET_KEY is set, but Clerk mode is not wired into this build yet; unset it for dev mode")
+		// Clerk mode: Clerk signs the browser user in and mints the access
+		// tokens from a JWT template.
+		clerkProvider, err = clerk.New(clerk.Config{
+			SecretKey:      os.Getenv("CLERK_SECRET_KEY"),
+			PublishableKey: os.Getenv("CLERK_PUBLISHABLE_KEY"),
+			FrontendAPIURL: os.Getenv("CLERK_FRONTEND_API_URL"),
+			JWTTemplate:    os.Getenv("CLERK_JWT_TEMPLATE"),
+			Audience:       os.Getenv("CLERK_AUDIENCE"),
+			APIURL:         os.Getenv("CLERK_API_URL"),
+			WebhookSecret:  os.Getenv("CLERK_WEBHOOK_SECRET"),
+			TokenLifetime:  *ttl,
+			Issuer:         *issuer,
+		})
+		if err != nil {
+			return err
+		}
+		authn, minter = clerkProvider, clerkProvider
+		logger.Info("backend: Clerk mode", "template", cmp.Or(os.Getenv("CLERK_JWT_TEMPLATE"), clerk.DefaultJWTTemplate))
+	} else {
+		// Dev mode: any e-mail signs in; tokens are signed with a key kept
+		// under -data.
+		if authn, minter, err = devMode(*data, *issuer, *ttl); err != nil {
+			return err
+		}
+		logger.Info("backend: dev mode", "data", *data)
 	}
-	// ---- DEV MODE ----------------------------------------------------------
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return err
-	}
-	key, err := server.LoadOrCreateKeyFile(filepath.Join(*data, "signing-key.pem"))
-	if err != nil {
-		return err
-	}
-	cookieKey, err := server.LoadOrCreateSecretFile(filepath.Join(*data, "dev-cookie.key"))
-	if err != nil {
-		return err
-	}
-	if authn, err = server.NewDevAuthenticator(server.DevConfig{Key: cookieKey}); err != nil {
-		return err
-	}
-	if minter, err = server.NewSelfSigned(server.SelfSignedConfig{Issuer: *issuer, Key: key, Lifetime: *ttl}); err != nil {
-		return err
-	}
-	// -----------------------------------------------------------------------
 
 	h, err := server.New(server.Config{
 		Issuer:        *issuer,
@@ -125,6 +139,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	mux.Handle(server.MetadataPath, h)
 	mux.Handle("/oauth/", h)
 	mux.Handle("GET /api/me", h.RequireToken(http.HandlerFunc(me)))
+	if clerkProvider != nil && os.Getenv("CLERK_WEBHOOK_SECRET") != "" {
+		wh, err := clerkProvider.WebhookHandler(h)
+		if err != nil {
+			return err
+		}
+		mux.Handle("POST /webhooks/clerk", wh)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 
 	fmt.Fprintf(stdout, "keyloop backend listening on %s\n", *issuer)
@@ -139,6 +160,31 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// devMode builds the dev authenticator and the self-signed minter, with
+// their keys created once and kept under dataDir.
+func devMode(dataDir, issuer string, ttl time.Duration) (server.Authenticator, server.Minter, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	key, err := server.LoadOrCreateKeyFile(filepath.Join(dataDir, "signing-key.pem"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cookieKey, err := server.LoadOrCreateSecretFile(filepath.Join(dataDir, "dev-cookie.key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	authn, err := server.NewDevAuthenticator(server.DevConfig{Key: cookieKey})
+	if err != nil {
+		return nil, nil, err
+	}
+	minter, err := server.NewSelfSigned(server.SelfSignedConfig{Issuer: issuer, Key: key, Lifetime: ttl})
+	if err != nil {
+		return nil, nil, err
+	}
+	return authn, minter, nil
 }
 
 // me answers the caller's identity.

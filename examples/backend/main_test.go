@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyloop/keyloop/server"
+	"github.com/keyloop/keyloop/server/clerk/clerktest"
 )
 
 func TestBackend(t *testing.T) {
@@ -79,9 +81,79 @@ func TestBackend(t *testing.T) {
 	}
 }
 
-func TestBackendRefusesClerkModeUntilWired(t *testing.T) {
-	t.Setenv("CLERK_SECRET_KEY", "sk_test_x")
-	if err := run(context.Background(), []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, io.Discard); err == nil {
-		t.Fatal("started with CLERK_SECRET_KEY set")
+// Clerk mode, against the one local fake of Clerk: the metadata sends clients
+// to Clerk's keys and issuer, /api/me accepts a Clerk template token and
+// refuses a Clerk session token, and the webhook route revokes on
+// user.deleted.
+func TestBackendClerkMode(t *testing.T) {
+	fake := clerktest.New(t, clerktest.Options{})
+	t.Setenv("CLERK_SECRET_KEY", fake.SecretKey)
+	t.Setenv("CLERK_PUBLISHABLE_KEY", fake.PublishableKey)
+	t.Setenv("CLERK_FRONTEND_API_URL", fake.FrontendAPIURL)
+	t.Setenv("CLERK_API_URL", fake.APIURL)
+	t.Setenv("CLERK_WEBHOOK_SECRET", fake.WebhookSecret)
+	t.Setenv("CLERK_JWT_TEMPLATE", "")
+	t.Setenv("CLERK_AUDIENCE", "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, pw) }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	issuer := strings.TrimSpace(strings.TrimPrefix(line, "keyloop backend listening on "))
+
+	resp, err := http.Get(issuer + server.MetadataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md map[string]any
+	json.NewDecoder(resp.Body).Decode(&md)
+	resp.Body.Close()
+	if md["issuer"] != issuer || md["jwks_uri"] != fake.FrontendAPIURL+"/.well-known/jwks.json" || md["access_token_issuer"] != fake.FrontendAPIURL {
+		t.Fatalf("metadata does not point at Clerk's keys and issuer: %v", md)
+	}
+
+	user := fake.CreateUser("ada@example.com")
+	sess, err := fake.SignIn(user.ID, issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := fake.TemplateToken(sess.ID, "cli", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessTok, err := fake.SessionToken(sess.ID, issuer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(tok string) int {
+		req, _ := http.NewRequest("GET", issuer+"/api/me", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(tmpl); code != 200 {
+		t.Fatalf("/api/me with a Clerk template token: %d; want 200", code)
+	}
+	if code := get(sessTok); code != 401 {
+		t.Fatalf("/api/me with a Clerk session token: %d; want 401", code)
+	}
+	if code, err := fake.SendWebhook(ctx, issuer+"/webhooks/clerk", "user.deleted", map[string]any{"id": user.ID, "object": "user", "deleted": true}); err != nil || code != 200 {
+		t.Fatalf("webhook: %d, %v", code, err)
+	}
+	if code := get(tmpl); code != 401 {
+		t.Fatalf("/api/me after user.deleted: %d; want 401", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
 	}
 }
