@@ -3,13 +3,45 @@
 // loopback server (RFC 8252, authorization code with PKCE), verifies the JWT
 // it receives, keeps it in a tokenstore.Store and refreshes it before it
 // expires.
+//
+// A CLI builds one Client from a Config and calls Login for its "login"
+// command, Status for "status", Token (or TokenSource, or HTTPClient) wherever
+// it needs to call its API, and Logout for "logout".
+//
+// Every endpoint is discovered from the server's RFC 8414 metadata; only the
+// issuer URL is configured. Access tokens are JWTs and are verified at login
+// and after every refresh: signature against the server's JWKS (EdDSA, ES256,
+// RS256 or PS256; never "none", never HMAC), "iss", "aud" when one is
+// configured or advertised, and "exp"/"nbf"/"iat" with a small leeway.
+//
+// Login prints the URL first, then opens the browser and shows a spinner with
+// the elapsed time on a terminal (plain lines elsewhere). Over SSH, in a
+// container or with Config.NoBrowser it runs in paste mode: the user signs in
+// on any machine and pastes back the address the browser ended on, while the
+// loopback listener keeps waiting; whichever arrives first wins. The browser
+// is sent to a clean /done URL (the code leaves the address bar) that shows a
+// self-contained success or failure page, customizable with Config.Pages.
+//
+// Errors callers act on are sentinels (ErrNotLoggedIn, ErrLoginRequired,
+// ErrAccessDenied, ErrStateMismatch, …) usable with errors.Is; a login that
+// times out or is canceled returns an error wrapping ctx.Err(). No error,
+// and nothing printed, ever contains a token, a refresh token or an
+// authorization code.
 package clilogin
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"html/template"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -22,7 +54,10 @@ import (
 type Config struct {
 	// Issuer is the authorization server's issuer URL; every endpoint is
 	// discovered from its RFC 8414 metadata at
-	// Issuer + "/.well-known/oauth-authorization-server". Required.
+	// Issuer + "/.well-known/oauth-authorization-server" (for an issuer with
+	// a path, the RFC 8414 form with the well-known segment inserted before
+	// the path is tried first). It must be https, except for loopback hosts
+	// (127.0.0.0/8, [::1], localhost). A trailing "/" is ignored. Required.
 	Issuer string
 	// ClientID is the OAuth client ID the server registered for this CLI.
 	// Required.
@@ -36,16 +71,25 @@ type Config struct {
 	// Scopes are requested at login. Nil requests none.
 	Scopes []string
 	// Audience, when set, must be in the access token's "aud". Empty skips
-	// the audience check unless the server's metadata names one.
+	// the audience check unless the server's metadata names one
+	// (access_token_audience).
 	Audience string
 
 	// Store keeps tokens. Nil means tokenstore's default for AppName: the
 	// OS keychain, falling back to a 0600 file under the user config
-	// directory when no keychain is available.
+	// directory when no keychain is available. It is opened on first use,
+	// not by New.
+	//
+	// When Store also implements tokenstore.Locker, refreshes, logins and
+	// logouts hold its lock, so several processes sharing the store make
+	// one refresh, not one each. When it implements tokenstore.Locator,
+	// Status and Login report where the token is kept.
 	Store tokenstore.Store
 	// TokenEnv names an environment variable that, when set, is the access
 	// token: nothing is read from or written to Store ("MYTOOL_TOKEN").
-	// Empty disables the override.
+	// Token returns it as is, Status describes it (claims decoded without
+	// verification, for display only), and Login and Logout refuse with
+	// ErrTokenFromEnv. Empty disables the override.
 	TokenEnv string
 
 	// HTTPClient is used for discovery, token, JWKS and revocation requests.
@@ -54,78 +98,343 @@ type Config struct {
 	// Stdout receives what the user must see (the URL, the confirmation
 	// code). Nil means os.Stderr, so a command's stdout stays clean.
 	Stdout io.Writer
-	// OpenBrowser opens url in a browser. Nil means $BROWSER when set, else
-	// the system opener (github.com/pkg/browser) with its output silenced.
+	// OpenBrowser opens url in a browser. Nil means $BROWSER when set (a
+	// command; "%s" in it is replaced by the URL, else the URL is appended),
+	// else the system opener (github.com/pkg/browser) with its output
+	// silenced. Login does not wait for it to return before listening for
+	// the callback; an error is reported to Stdout and the login goes on.
 	OpenBrowser func(ctx context.Context, url string) error
-	// NoBrowser skips opening a browser; the URL is printed either way.
+	// NoBrowser turns on paste mode (see Login): no browser is opened, the
+	// user opens the printed URL on any machine and pastes back the address
+	// the browser ended on, while the loopback listener waits as usual.
+	// False still turns paste mode on automatically in a headless session
+	// (SSH, or no display on Linux) when neither OpenBrowser nor $BROWSER is
+	// set.
 	NoBrowser bool
+	// Stdin is where paste mode reads the pasted URL, one per line. Nil
+	// means os.Stdin when it is a terminal or a pipe; otherwise (a file,
+	// /dev/null, closed) paste mode only prints the URL and waits for the
+	// loopback callback. A goroutine reading Stdin may stay blocked in Read
+	// after Login returns, until the next line or the end of Stdin; it then
+	// discards that line and exits. Give an io.Reader that ends (or not
+	// os.Stdin) when the program reads Stdin again after Login.
+	Stdin io.Reader
+	// Terminal says whether Login animates its progress (a spinner with the
+	// elapsed time, redrawn with "\r"). The zero value, TerminalAuto,
+	// animates only when Stdout is a terminal; TerminalPlain never does.
+	Terminal TerminalMode
+	// Pages renders the pages the loopback listener shows in the browser.
+	// It must define the templates "success" (the login succeeded) and
+	// "failure" (it failed, or a stray request was refused), executed with a
+	// PageData. The response's Content-Security-Policy allows no external
+	// assets: inline <style> and <script> need nonce="{{.Nonce}}", images
+	// must be data: URLs. Nil means DefaultPages(). When a custom template
+	// fails to execute, the default page is served instead.
+	Pages *template.Template
 
 	// ListenAddrs are the loopback addresses the callback listener tries, in
-	// order ("127.0.0.1:0", "127.0.0.1:8400", "[::1]:0"). Only loopback IPs
-	// are accepted. Nil means "127.0.0.1:0" (a kernel-chosen port).
+	// order ("127.0.0.1:0", "127.0.0.1:8400", "[::1]:0"). Only loopback IP
+	// literals are accepted (not "localhost"). Nil means "127.0.0.1:0" (a
+	// kernel-chosen port).
 	ListenAddrs []string
 	// Leeway is the clock skew allowed when checking exp/nbf/iat. Zero means
 	// 30 seconds.
 	Leeway time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+
+	// OnRefreshError is called when Token (or the TokenSource, or the
+	// HTTPClient) tried to refresh a token that is in its refresh window,
+	// failed, and went on with the old token because it is still valid.
+	// CLIs typically log it ("could not refresh the token: …"). The error
+	// wraps ErrRefreshFailed and never contains a token. Nil means such
+	// failures are not reported (the next call tries again, at most every
+	// 30 seconds per Client).
+	OnRefreshError func(error)
 }
 
 // Client logs a CLI user in and hands out valid tokens. It is safe for
 // concurrent use.
 type Client struct {
-	cfg Config
+	cfg    Config
+	key    string
+	hc     *http.Client
+	out    io.Writer
+	leeway time.Duration
+	now    func() time.Time
+
+	storeOnce sync.Once
+	store     tokenstore.Store
+	storeErr  error
+
+	// refreshSem serialises refreshes within this process (a channel so
+	// waiting honours ctx); the store's Locker serialises across processes.
+	refreshSem chan struct{}
+
+	mu           sync.Mutex
+	cached       *tokenstore.Record // last record read or written, never modified
+	retryRefresh time.Time          // no refresh attempt before this, after a failure
 }
+
+// refreshRetryDelay is how long a Client waits after a failed refresh before
+// it tries again, while the old token is still valid.
+const refreshRetryDelay = 30 * time.Second
 
 // New checks cfg and returns a Client. It does no I/O.
 func New(cfg Config) (*Client, error) {
-	return nil, errors.New("clilogin: not implemented")
+	cfg.Issuer = strings.TrimRight(cfg.Issuer, "/")
+	switch {
+	case cfg.Issuer == "":
+		return nil, fmt.Errorf("%w: Issuer is required", ErrInvalidConfig)
+	case cfg.ClientID == "":
+		return nil, fmt.Errorf("%w: ClientID is required", ErrInvalidConfig)
+	case cfg.AppName == "":
+		return nil, fmt.Errorf("%w: AppName is required", ErrInvalidConfig)
+	case cfg.Leeway < 0:
+		return nil, fmt.Errorf("%w: Leeway must not be negative", ErrInvalidConfig)
+	}
+	if err := checkServerURL("Issuer", cfg.Issuer); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if u, _ := url.Parse(cfg.Issuer); u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%w: Issuer must not have a query or fragment", ErrInvalidConfig)
+	}
+	if cfg.Pages != nil && (cfg.Pages.Lookup("success") == nil || cfg.Pages.Lookup("failure") == nil) {
+		return nil, fmt.Errorf("%w: Pages must define the templates \"success\" and \"failure\"", ErrInvalidConfig)
+	}
+	if cfg.Terminal < TerminalAuto || cfg.Terminal > TerminalPlain {
+		return nil, fmt.Errorf("%w: unknown Terminal mode %d", ErrInvalidConfig, cfg.Terminal)
+	}
+	if len(cfg.ListenAddrs) == 0 {
+		cfg.ListenAddrs = []string{"127.0.0.1:0"}
+	}
+	for _, a := range cfg.ListenAddrs {
+		if err := checkListenAddr(a); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+	}
+	c := &Client{
+		cfg: cfg, key: tokenstore.Key(cfg.Profile, cfg.Issuer, cfg.ClientID),
+		hc: cfg.HTTPClient, out: cfg.Stdout, leeway: cfg.Leeway, now: cfg.Now,
+		refreshSem: make(chan struct{}, 1),
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.out == nil {
+		c.out = os.Stderr
+	}
+	if c.leeway == 0 {
+		c.leeway = 30 * time.Second
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// checkListenAddr accepts host:port with a loopback IP literal host and a
+// numeric port.
+func checkListenAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %v", a, err)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() || strings.Contains(host, "%") {
+		return fmt.Errorf("listen address %q: host must be a loopback IP such as 127.0.0.1 or [::1]", a)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (port != "0" && n == 0) {
+		return fmt.Errorf("listen address %q: port must be a number from 0 to 65535", a)
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether host (no port) is a loopback name or IP.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkServerURL requires an absolute https URL, or http for loopback hosts.
+func checkServerURL(what, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%s %q is not an absolute URL", what, raw)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%s %q must not contain user info", what, raw)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+	default:
+		return fmt.Errorf("%s %q must use https (plain http only for loopback hosts)", what, raw)
+	}
+	return nil
 }
 
 // Session describes a stored login.
 type Session struct {
-	Subject    string
-	Account    string // e-mail or name when the token carries one
-	Issuer     string
-	Expiry     time.Time
-	Location   tokenstore.Location // where the token is kept (KindEnv for the env override)
+	Subject string
+	Account string // e-mail or name when the token carries one
+	Issuer  string
+	Expiry  time.Time
+	// Location is where the token is kept: the store's Location when it
+	// implements tokenstore.Locator (else the zero Location), or KindEnv for
+	// the TokenEnv override. For KindEnv, Subject, Account, Issuer and
+	// Expiry are decoded from the token WITHOUT verifying it, for display
+	// only; they may be empty when the token is not a JWT.
+	Location   tokenstore.Location
 	CanRefresh bool
-}
-
-// Login runs the browser flow and stores the verified token.
-func (c *Client) Login(ctx context.Context) (*Session, error) {
-	return nil, errors.New("clilogin: not implemented")
-}
-
-// Status reports the stored login without refreshing it; ErrNotLoggedIn when
-// there is none.
-func (c *Client) Status(ctx context.Context) (*Session, error) {
-	return nil, errors.New("clilogin: not implemented")
-}
-
-// Token returns a valid access token, refreshing it first when less than a
-// quarter of its lifetime (at most 24 h) remains.
-func (c *Client) Token(ctx context.Context) (*oauth2.Token, error) {
-	return nil, errors.New("clilogin: not implemented")
-}
-
-// TokenSource returns an oauth2.TokenSource backed by Token(ctx).
-func (c *Client) TokenSource(ctx context.Context) oauth2.TokenSource { return nil }
-
-// HTTPClient returns an *http.Client that sends the bearer token and, on a
-// 401, refreshes once and retries idempotent requests.
-func (c *Client) HTTPClient(ctx context.Context) *http.Client { return nil }
-
-// Logout revokes the token at the server (best effort, bounded) and deletes
-// the stored entry.
-func (c *Client) Logout(ctx context.Context) error {
-	return errors.New("clilogin: not implemented")
 }
 
 // Sentinel errors, usable with errors.Is.
 var (
-	ErrNotLoggedIn   = errors.New("clilogin: not logged in")
+	// ErrNotLoggedIn means no login is stored for this profile.
+	ErrNotLoggedIn = errors.New("clilogin: not logged in")
+	// ErrLoginRequired means a new login is needed: none is stored, or the
+	// stored token expired and could not be refreshed. Its message names
+	// the command to run.
 	ErrLoginRequired = errors.New("clilogin: login required")
-	ErrAccessDenied  = errors.New("clilogin: access denied")
+	// ErrAccessDenied means the user (or the server) denied the request
+	// (error=access_denied on the callback).
+	ErrAccessDenied = errors.New("clilogin: access denied")
+	// ErrStateMismatch means a callback that ended the flow did not belong
+	// to it. Callbacks with a wrong state do not end a login (they get a
+	// 400 and the login waits on); it is returned where a callback must be
+	// judged on its own, such as a pasted URL (issue 6).
 	ErrStateMismatch = errors.New("clilogin: state mismatch")
+	// ErrIssuerMismatch means the callback's "iss" (RFC 9207) or the
+	// metadata's "issuer" is not the configured issuer: a mix-up attack or
+	// a misconfiguration. It ends a login.
+	ErrIssuerMismatch = errors.New("clilogin: issuer mismatch")
+	// ErrInvalidToken means a token from the server failed verification.
+	ErrInvalidToken = errors.New("clilogin: invalid token")
+	// ErrDiscovery means the server's metadata could not be fetched or is
+	// not usable.
+	ErrDiscovery = errors.New("clilogin: discovery failed")
+	// ErrRefreshFailed wraps the reasons a refresh failed.
+	ErrRefreshFailed = errors.New("clilogin: refresh failed")
+	// ErrRevocationFailed is returned (wrapped) by Logout when the stored
+	// login was deleted but the server could not be told to revoke it.
+	ErrRevocationFailed = errors.New("clilogin: revocation failed")
+	// ErrTokenFromEnv means the TokenEnv variable is set, so Login and
+	// Logout do not touch storage.
+	ErrTokenFromEnv = errors.New("clilogin: token comes from the environment")
+	// ErrInvalidConfig means New was given an unusable Config.
+	ErrInvalidConfig = errors.New("clilogin: invalid config")
 )
+
+// CallbackError is the error a login ends with when the server redirects back
+// with an RFC 6749 "error" other than access_denied (which is
+// ErrAccessDenied). Code and Description are sanitized: printable ASCII only,
+// bounded in length.
+type CallbackError struct {
+	Code        string // RFC 6749 error code, e.g. "invalid_request"
+	Description string // error_description, may be empty
+}
+
+func (e *CallbackError) Error() string {
+	if e.Description == "" {
+		return "clilogin: the server refused the login: " + e.Code
+	}
+	return fmt.Sprintf("clilogin: the server refused the login: %s: %s", e.Code, e.Description)
+}
+
+// ServerError is an RFC 6749 §5.2 error answer from the token or revocation
+// endpoint, sanitized like CallbackError.
+type ServerError struct {
+	Endpoint    string // "token" or "revocation"
+	Status      int    // HTTP status code
+	Code        string // RFC 6749 error code, e.g. "invalid_grant"; empty when the body had none
+	Description string
+}
+
+func (e *ServerError) Error() string {
+	s := fmt.Sprintf("clilogin: %s endpoint answered %d", e.Endpoint, e.Status)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Description != "" {
+		s += ": " + e.Description
+	}
+	return s
+}
+
+// loginRequiredError wraps ErrLoginRequired (and maybe ErrNotLoggedIn and a
+// cause) with a message naming the command to run.
+type loginRequiredError struct {
+	msg  string
+	errs []error
+}
+
+func (e *loginRequiredError) Error() string   { return e.msg }
+func (e *loginRequiredError) Unwrap() []error { return e.errs }
+
+// loginCommand is the command the user runs to log in again.
+func (c *Client) loginCommand() string {
+	cmd := c.cfg.AppName + " login"
+	if c.cfg.Profile != "" {
+		cmd += " --profile " + c.cfg.Profile
+	}
+	return cmd
+}
+
+func (c *Client) loginRequired(why string, cause error) error {
+	msg := fmt.Sprintf("clilogin: %s; run `%s`", why, c.loginCommand())
+	errs := []error{ErrLoginRequired}
+	if cause != nil {
+		msg += " (" + cause.Error() + ")"
+		errs = append(errs, cause)
+	}
+	return &loginRequiredError{msg: msg, errs: errs}
+}
+
+// sanitize keeps RFC 6749 error-text characters (printable ASCII except '"'
+// and '\') and cuts s to max bytes.
+func sanitize(s string, max int) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < max; i++ {
+		ch := s[i]
+		if ch >= 0x20 && ch <= 0x7e && ch != '"' && ch != '\\' {
+			b.WriteByte(ch)
+		}
+	}
+	return b.String()
+}
+
+// sanitizeCode keeps the characters RFC 6749 error codes use.
+func sanitizeCode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < 64; i++ {
+		ch := s[i]
+		if ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-' || ch == '.' {
+			b.WriteByte(ch)
+		}
+	}
+	if b.Len() == 0 {
+		return "unknown_error"
+	}
+	return b.String()
+}
+
+// oauthError turns an error from x/oauth2 into one that cannot carry a token
+// or a raw response body.
+func oauthError(endpoint string, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		se := &ServerError{Endpoint: endpoint, Code: sanitizeCode(re.ErrorCode), Description: sanitize(re.ErrorDescription, 200)}
+		if re.ErrorCode == "" {
+			se.Code = ""
+		}
+		if re.Response != nil {
+			se.Status = re.Response.StatusCode
+		}
+		return se
+	}
+	return err
+}

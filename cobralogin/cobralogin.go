@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/tokenstore"
 )
 
 // Config configures the commands.
@@ -140,8 +141,10 @@ func (c *Commands) loginCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "login",
 		Short: "Sign in through your browser",
-		Long: "Opens your browser to sign in and stores the resulting token in your OS keychain.\n" +
-			"Over SSH or without a display, use --no-browser and open the printed URL on any machine.",
+		Long: "Opens your browser to sign in and stores the resulting token in your OS keychain.\n\n" +
+			"Over SSH, in a container or without a display (detected automatically, or with --no-browser),\n" +
+			"open the printed URL on any machine, sign in, and paste back the address of the page\n" +
+			"the browser ends on (http://127.0.0.1:…/callback?…), even if that page fails to load.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := c.ClientConfig()
@@ -156,24 +159,48 @@ func (c *Commands) loginCommand() *cobra.Command {
 			s, err := client.Login(ctx)
 			if err != nil {
 				if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
-					return fmt.Errorf("login timed out after %s: run `%s` again, or use --timeout for more time", timeout, c.loginHint())
+					return fmt.Errorf("login timed out after %s: run `%s` again and finish signing in within --timeout (now %s); "+
+						"if the browser runs on another machine (SSH, container), add --no-browser and paste the address the browser ends on",
+						timeout, c.loginHint(), timeout)
 				}
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "✓ Logged in to %s as %s\n", s.Issuer, account(s))
+			if w := stored(s.Location); w != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "  Token stored %s\n", w)
+			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "do not open a browser; print the URL to open on any machine")
+	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "do not open a browser: open the printed URL on any machine, then paste the address it ends on")
 	cmd.Flags().DurationVar(&timeout, "timeout", c.cfg.LoginTimeout, "how long to wait for the browser sign-in")
 	return cmd
 }
 
-func account(s *clilogin.Session) string {
-	if s.Account != "" {
-		return s.Account
+// stored says where a new login was kept, for login's last line.
+func stored(l tokenstore.Location) string {
+	switch l.Kind {
+	case tokenstore.KindKeychain:
+		return "in the OS keychain"
+	case tokenstore.KindFile:
+		return "in " + l.Path + " (a plain file: no OS keychain was available)"
+	case "":
+		return ""
 	}
-	return s.Subject
+	if l.Path != "" {
+		return fmt.Sprintf("in %s (%s)", l.Kind, l.Path)
+	}
+	return "in " + string(l.Kind)
+}
+
+func account(s *clilogin.Session) string {
+	switch {
+	case s.Account != "":
+		return s.Account
+	case s.Subject != "":
+		return s.Subject
+	}
+	return "(unknown)"
 }
 
 func (c *Commands) logoutCommand() *cobra.Command {
@@ -247,6 +274,10 @@ func (c *Commands) statusCommand() *cobra.Command {
 				return silent{err}
 			}
 			WriteStatus(out, s, cfg.Profile, time.Now(), c.loginHint())
+			if s.Location.Kind == tokenstore.KindEnv && cfg.TokenEnv != "" {
+				fmt.Fprintf(out, "  - The token comes from $%s; `%s login`, `%s logout` and the stored login are not used while it is set\n",
+					cfg.TokenEnv, c.app(), c.app())
+			}
 			return nil
 		},
 	}

@@ -2,7 +2,10 @@ package cobralogin
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +99,74 @@ func TestExecuteExitCodes(t *testing.T) {
 	if code := Execute(root); code != 0 {
 		t.Errorf("Execute = %d; want 0", code)
 	}
+}
+
+func TestWriteStatusHints(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	env := tokenstore.Location{Kind: tokenstore.KindEnv}
+	for _, tc := range []struct {
+		name string
+		s    *clilogin.Session
+		want []string
+	}{
+		{"env, expired", &clilogin.Session{Subject: "u", Issuer: "https://api.example", Expiry: now.Add(-2 * time.Hour), Location: env},
+			[]string{"(env)", "! Token expired 2 hours ago: set a fresh token in the environment variable, or unset it and run `mytool login`"}},
+		{"env, opaque", &clilogin.Session{Issuer: "https://api.example", Location: env},
+			[]string{"account (unknown) (env)", "Token expiry: unknown", "! The token from the environment is not a JWT"}},
+		{"refreshable", &clilogin.Session{Subject: "u", Issuer: "https://api.example", Expiry: now.Add(-time.Minute), CanRefresh: true,
+			Location: tokenstore.Location{Kind: tokenstore.KindKeychain}}, []string{"(keychain)", "- Token expired 1 minute ago; it will be refreshed on next use"}},
+	} {
+		var b bytes.Buffer
+		WriteStatus(&b, tc.s, "", now, "mytool login")
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%s: output lacks %q:\n%s", tc.name, w, b.String())
+			}
+		}
+	}
+}
+
+// run runs the CLI with args and returns stdout, stderr and the exit code.
+func run(root *cobra.Command, args ...string) (string, string, int) {
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	code := Execute(root)
+	return out.String(), errOut.String(), code
+}
+
+func TestStatusFromEnv(t *testing.T) {
+	root := &cobra.Command{Use: "mytool"}
+	Add(root, Config{Login: clilogin.Config{Issuer: "https://api.example", ClientID: "mytool", AppName: "mytool", TokenEnv: "MYTOOL_TOKEN"}})
+	// An unsigned JWT is enough: status decodes it for display only.
+	claims := base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"user_1","email":"ada@example.com","exp":4102444800}`))
+	t.Setenv("MYTOOL_TOKEN", "eyJhbGciOiJub25lIn0."+claims+".")
+	out, errOut, code := run(root, "status")
+	if code != 0 || !strings.Contains(out, "account ada@example.com (env)") || !strings.Contains(out, "The token comes from $MYTOOL_TOKEN") {
+		t.Errorf("status exit %d, stdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+}
+
+func TestLoginFlags(t *testing.T) {
+	t.Run("--no-browser", func(t *testing.T) {
+		root := &cobra.Command{Use: "mytool"}
+		var got clilogin.Config
+		Add(root, Config{Login: clilogin.Config{Issuer: "https://api.example", ClientID: "mytool", AppName: "mytool"},
+			NewClient: func(cfg clilogin.Config) (*clilogin.Client, error) { got = cfg; return nil, errors.New("stop here") }})
+		if _, errOut, code := run(root, "login", "--no-browser"); code != 1 || !got.NoBrowser || !strings.Contains(errOut, "stop here") {
+			t.Errorf("exit %d, NoBrowser %v, stderr %q", code, got.NoBrowser, errOut)
+		}
+	})
+	t.Run("timeout says what to do", func(t *testing.T) {
+		// A server that never answers: the login times out in discovery.
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+		defer srv.Close()
+		root := &cobra.Command{Use: "mytool"}
+		Add(root, Config{Login: clilogin.Config{Issuer: srv.URL, ClientID: "mytool", AppName: "mytool", Store: tokenstore.NewMemory()}})
+		_, errOut, code := run(root, "login", "--timeout", "100ms")
+		if code != 1 || !strings.Contains(errOut, "login timed out after 100ms: run `mytool login` again") || !strings.Contains(errOut, "--no-browser") {
+			t.Errorf("exit %d, stderr %q", code, errOut)
+		}
+	})
 }

@@ -12,7 +12,8 @@ import (
 
 // WriteStatus writes s in the style of `gh auth status`: the server, the
 // account, the expiry in human terms, where the token is kept, and a hint
-// when something needs doing. now is the current time; loginCmd is the
+// when something needs doing (expired, kept in a plain file, taken from the
+// environment). now is the current time; loginCmd is the
 // command that logs in again.
 func WriteStatus(w io.Writer, s *clilogin.Session, profile string, now time.Time, loginCmd string) {
 	fmt.Fprintf(w, "%s\n", hostOf(s.Issuer))
@@ -24,6 +25,8 @@ func WriteStatus(w io.Writer, s *clilogin.Session, profile string, now time.Time
 	switch {
 	case s.Expiry.IsZero():
 		fmt.Fprintf(w, "  - Token expiry: unknown\n")
+	case left <= 0 && s.Location.Kind == tokenstore.KindEnv:
+		fmt.Fprintf(w, "  ! Token expired %s ago: set a fresh token in the environment variable, or unset it and run `%s`\n", Human(-left), loginCmd)
 	case left <= 0 && s.CanRefresh:
 		fmt.Fprintf(w, "  - Token expired %s ago; it will be refreshed on next use\n", Human(-left))
 	case left <= 0:
@@ -31,8 +34,13 @@ func WriteStatus(w io.Writer, s *clilogin.Session, profile string, now time.Time
 	default:
 		fmt.Fprintf(w, "  - Token expires in %s (%s)\n", Human(left), s.Expiry.UTC().Format("2006-01-02 15:04 MST"))
 	}
-	if s.Location.Kind == tokenstore.KindFile {
-		fmt.Fprintf(w, "  ! The token is in a plain file because no OS keychain was available\n")
+	switch s.Location.Kind {
+	case tokenstore.KindFile:
+		fmt.Fprintf(w, "  ! The token is in a plain file (mode 0600) because no OS keychain was available\n")
+	case tokenstore.KindEnv:
+		if s.Subject == "" {
+			fmt.Fprintf(w, "  ! The token from the environment is not a JWT this CLI can read; it is used as is\n")
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 // Command mytool is an example CLI that signs its user in with keyloop:
 //
 //	mytool login      # opens the browser, stores a verified token in the keychain
+//	mytool login --no-browser  # over SSH: open the URL anywhere, paste back where the browser ended
 //	mytool status     # who is signed in, until when, where the token is kept
 //	mytool token      # prints a valid access token (refreshed when needed)
 //	mytool api /api/me

@@ -1,0 +1,353 @@
+package clilogin
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// testClock is an injected clock shared by a test's Client and authServer.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *testClock {
+	return &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// authServer is a small OAuth 2.0 authorization server for tests: RFC 8414
+// metadata, authorize (auto-approving), token (authorization_code with PKCE,
+// refresh_token with rotation), JWKS, RFC 7009 revocation, and a protected
+// API route.
+type authServer struct {
+	t      testing.TB
+	srv    *httptest.Server
+	Issuer string
+	clock  *testClock
+	key    ed25519.PrivateKey
+	kid    string
+
+	// Knobs, set before the flow starts.
+	TTL          time.Duration       // access token lifetime; default 1 h
+	Mode         string              // "approve" (default), "deny", "error"
+	CallbackIss  string              // iss on the callback; default Issuer
+	TokenIssuer  string              // iss in tokens; default Issuer
+	Audience     string              // access_token_audience advertised and minted
+	MetaOverride map[string]any      // replaces metadata fields
+	Mint         func(jwt.MapClaims) // edits claims before signing
+
+	mu        sync.Mutex
+	codes     map[string]codeGrant
+	refreshes map[string]string // refresh token → subject
+	accepted  map[string]bool   // access tokens /api/me accepts
+	secrets   []string          // every code and token issued
+	revoked   []string          // token_type_hint of each revocation
+	lastState string
+
+	Refreshes atomic.Int32
+	APICalls  atomic.Int32
+	RejectAll atomic.Bool // /api/me refuses every token
+}
+
+type codeGrant struct {
+	challenge, redirect, clientID string
+}
+
+const testClientID = "mytool"
+
+func newAuthServer(t testing.TB, clock *testClock) *authServer {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &authServer{
+		t: t, clock: clock, key: key, kid: "test-key-1", TTL: time.Hour,
+		codes: map[string]codeGrant{}, refreshes: map[string]string{}, accepted: map[string]bool{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", a.metadata)
+	mux.HandleFunc("GET /authorize", a.authorize)
+	mux.HandleFunc("POST /token", a.token)
+	mux.HandleFunc("GET /jwks", a.jwks)
+	mux.HandleFunc("POST /revoke", a.revoke)
+	mux.HandleFunc("GET /api/me", a.api)
+	mux.HandleFunc("POST /api/me", a.api)
+	mux.HandleFunc("PUT /api/me", a.api)
+	a.srv = httptest.NewServer(mux)
+	a.Issuer = a.srv.URL
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+// Close stops the server: later requests fail to connect.
+func (a *authServer) Close() { a.srv.Close() }
+
+func (a *authServer) metadata(w http.ResponseWriter, _ *http.Request) {
+	md := map[string]any{
+		"issuer":                           a.Issuer,
+		"authorization_endpoint":           a.Issuer + "/authorize",
+		"token_endpoint":                   a.Issuer + "/token",
+		"jwks_uri":                         a.Issuer + "/jwks",
+		"revocation_endpoint":              a.Issuer + "/revoke",
+		"code_challenge_methods_supported": []string{"S256"},
+		"response_types_supported":         []string{"code"},
+		"grant_types_supported":            []string{"authorization_code", "refresh_token"},
+		"authorization_response_iss_parameter_supported": true,
+	}
+	if a.TokenIssuer != "" {
+		md["access_token_issuer"] = a.TokenIssuer
+	}
+	if a.Audience != "" {
+		md["access_token_audience"] = a.Audience
+	}
+	for k, v := range a.MetaOverride {
+		if v == nil {
+			delete(md, k)
+		} else {
+			md[k] = v
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(md)
+}
+
+func (a *authServer) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	redirect, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || redirect.Scheme != "http" || !net.ParseIP(redirect.Hostname()).IsLoopback() || redirect.Path != "/callback" {
+		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
+		return
+	}
+	if q.Get("client_id") != testClientID || q.Get("response_type") != "code" ||
+		q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" || len(q.Get("state")) < 22 {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	a.mu.Lock()
+	a.lastState = q.Get("state")
+	a.mu.Unlock()
+	iss := a.CallbackIss
+	if iss == "" {
+		iss = a.Issuer
+	}
+	back := url.Values{"state": {q.Get("state")}, "iss": {iss}}
+	switch a.Mode {
+	case "deny":
+		back.Set("error", "access_denied")
+	case "error":
+		back.Set("error", "temporarily_unavailable")
+		back.Set("error_description", "maintenance \"window\"\n\x1b[31m until 5")
+	default:
+		code := a.secret("code")
+		a.mu.Lock()
+		a.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"), clientID: q.Get("client_id")}
+		a.mu.Unlock()
+		back.Set("code", code)
+	}
+	redirect.RawQuery = back.Encode()
+	http.Redirect(w, r, redirect.String(), http.StatusFound)
+}
+
+func (a *authServer) secret(prefix string) string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	s := prefix + "-" + base64.RawURLEncoding.EncodeToString(b)
+	a.mu.Lock()
+	a.secrets = append(a.secrets, s)
+	a.mu.Unlock()
+	return s
+}
+
+// Secrets returns every code and token the server issued.
+func (a *authServer) Secrets() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.secrets...)
+}
+
+func (a *authServer) oauthError(w http.ResponseWriter, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusBadRequest)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
+}
+
+func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("client_id") != testClientID {
+		a.oauthError(w, "invalid_client")
+		return
+	}
+	var sub string
+	switch r.PostForm.Get("grant_type") {
+	case "authorization_code":
+		a.mu.Lock()
+		g, ok := a.codes[r.PostForm.Get("code")]
+		delete(a.codes, r.PostForm.Get("code"))
+		a.mu.Unlock()
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		if !ok || g.redirect != r.PostForm.Get("redirect_uri") ||
+			base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge {
+			a.oauthError(w, "invalid_grant")
+			return
+		}
+		sub = "user-1"
+	case "refresh_token":
+		a.mu.Lock()
+		s, ok := a.refreshes[r.PostForm.Get("refresh_token")]
+		delete(a.refreshes, r.PostForm.Get("refresh_token")) // rotation
+		a.mu.Unlock()
+		if !ok {
+			a.oauthError(w, "invalid_grant")
+			return
+		}
+		a.Refreshes.Add(1)
+		sub = s
+	default:
+		a.oauthError(w, "unsupported_grant_type")
+		return
+	}
+	access := a.mintFor(sub)
+	refresh := a.secret("refresh")
+	a.mu.Lock()
+	a.refreshes[refresh] = sub
+	a.accepted[access] = true
+	a.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"access_token": access, "token_type": "Bearer", "refresh_token": refresh,
+		"expires_in": int(a.TTL / time.Second),
+	})
+}
+
+// mintFor signs an access token for sub with the server's key.
+func (a *authServer) mintFor(sub string) string {
+	now := a.clock.Now()
+	iss := a.TokenIssuer
+	if iss == "" {
+		iss = a.Issuer
+	}
+	c := jwt.MapClaims{
+		"iss": iss, "sub": sub, "email": sub + "@example.com",
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(a.TTL).Unix(),
+		"jti": a.secret("jti"),
+	}
+	if a.Audience != "" {
+		c["aud"] = a.Audience
+	}
+	if a.Mint != nil {
+		a.Mint(c)
+	}
+	s := a.sign(jwt.SigningMethodEdDSA, a.key, a.kid, c)
+	a.mu.Lock()
+	a.secrets = append(a.secrets, s)
+	a.mu.Unlock()
+	return s
+}
+
+func (a *authServer) sign(m jwt.SigningMethod, key crypto.PrivateKey, kid string, c jwt.Claims) string {
+	tok := jwt.NewWithClaims(m, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return s
+}
+
+func (a *authServer) jwksJSON() []byte {
+	pub := a.key.Public().(ed25519.PublicKey)
+	b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "OKP", "crv": "Ed25519", "x": base64.RawURLEncoding.EncodeToString(pub),
+		"kid": a.kid, "alg": "EdDSA", "use": "sig",
+	}}})
+	return b
+}
+
+func (a *authServer) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(a.jwksJSON())
+}
+
+func (a *authServer) revoke(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("client_id") != testClientID {
+		a.oauthError(w, "invalid_client")
+		return
+	}
+	tok := r.PostForm.Get("token")
+	a.mu.Lock()
+	delete(a.refreshes, tok)
+	delete(a.accepted, tok)
+	a.revoked = append(a.revoked, r.PostForm.Get("token_type_hint"))
+	a.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// Revoked returns the token_type_hint of each revocation request.
+func (a *authServer) Revoked() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.revoked...)
+}
+
+// Reject makes /api/me refuse every access token issued so far.
+func (a *authServer) Reject() {
+	a.mu.Lock()
+	clear(a.accepted)
+	a.mu.Unlock()
+}
+
+// RefreshTokenValid reports whether rt would be accepted by the token endpoint.
+func (a *authServer) RefreshTokenValid(rt string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.refreshes[rt]
+	return ok
+}
+
+func (a *authServer) api(w http.ResponseWriter, r *http.Request) {
+	a.APICalls.Add(1)
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	a.mu.Lock()
+	ok = ok && a.accepted[tok] && !a.RejectAll.Load()
+	a.mu.Unlock()
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"sub": "user-1", "method": r.Method, "body": string(b)})
+}

@@ -1,0 +1,144 @@
+package clilogin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/keyloop/keyloop/clilogin"
+)
+
+// A CLI's "login" command: run the browser flow, with a time limit and
+// Ctrl+C canceling it.
+func ExampleClient_Login() {
+	client, err := clilogin.New(clilogin.Config{
+		Issuer:   "http://127.0.0.1:8787", // the backend; endpoints come from its metadata
+		ClientID: "mytool",
+		AppName:  "mytool",
+		TokenEnv: "MYTOOL_TOKEN",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+
+	sess, err := client.Login(ctx)
+	switch {
+	case errors.Is(err, clilogin.ErrAccessDenied):
+		log.Fatal("the sign-in was denied in the browser")
+	case err != nil:
+		log.Fatal(err) // timeouts say what to do, and wrap ctx.Err()
+	}
+	fmt.Printf("Logged in as %s until %s\n", sess.Account, sess.Expiry.Format(time.RFC1123))
+}
+
+// A CLI's "token" command prints a valid access token, refreshing it first
+// when it is close to expiry. Here the token comes from the TokenEnv
+// override, so nothing is read from the keychain.
+func ExampleClient_Token() {
+	os.Setenv("MYTOOL_TOKEN", "example-token")
+	defer os.Unsetenv("MYTOOL_TOKEN")
+
+	client, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool",
+		TokenEnv: "MYTOOL_TOKEN",
+		OnRefreshError: func(err error) {
+			log.Printf("warning: %v", err) // the old token is still valid and is used
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	tok, err := client.Token(context.Background())
+	if errors.Is(err, clilogin.ErrLoginRequired) {
+		log.Fatal(err) // "clilogin: …; run `mytool login`"
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok.Type(), tok.AccessToken)
+	// Output: Bearer example-token
+}
+
+// HTTPClient sends the bearer token with every request and, when the API
+// answers 401, refreshes once and retries idempotent requests.
+func ExampleClient_HTTPClient() {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "the API saw %q\n", r.Header.Get("Authorization"))
+	}))
+	defer api.Close()
+	os.Setenv("MYTOOL_TOKEN", "example-token")
+	defer os.Unsetenv("MYTOOL_TOKEN")
+
+	client, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool", TokenEnv: "MYTOOL_TOKEN",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp, err := client.HTTPClient(context.Background()).Get(api.URL + "/api/me")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(os.Stdout, resp.Body)
+	// Output: the API saw "Bearer example-token"
+}
+
+// A CLI brands the success page with its own template and keeps the default
+// failure page. The page runs under a strict Content-Security-Policy: inline
+// styles need the response's nonce, and nothing may load from elsewhere.
+func ExampleDefaultPages() {
+	pages := template.Must(clilogin.DefaultPages().Parse(`{{define "success"}}<!doctype html>
+<html lang="en"><title>{{.Title}}</title><style nonce="{{.Nonce}}">body{font:1rem system-ui}</style>
+<h1>{{.Title}}</h1><p>Welcome, {{.Account}}! Head back to your terminal.</p>{{end}}`))
+	if _, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool", Pages: pages,
+	}); err != nil {
+		log.Fatal(err)
+	}
+	// What the browser gets after a successful login (the nonce is random
+	// per response):
+	_ = pages.ExecuteTemplate(os.Stdout, "success", clilogin.PageData{
+		AppName: "mytool", OK: true, Title: "Signed in to mytool", Account: "ada@example.com", Nonce: "Zm9v",
+	})
+	// Output:
+	// <!doctype html>
+	// <html lang="en"><title>Signed in to mytool</title><style nonce="Zm9v">body{font:1rem system-ui}</style>
+	// <h1>Signed in to mytool</h1><p>Welcome, ada@example.com! Head back to your terminal.</p>
+}
+
+// Over SSH or in a container the browser cannot reach the CLI's loopback
+// listener. In paste mode (NoBrowser, or detected automatically) the user
+// opens the printed URL on any machine, signs in, and pastes back the address
+// of the page that failed to load; the listener keeps waiting meanwhile, so
+// a browser on this machine still works.
+func ExampleClient_Login_paste() {
+	client, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool",
+		NoBrowser: true,
+		Stdin:     os.Stdin, // the default when stdin is a terminal or a pipe
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	sess, err := client.Login(ctx)
+	if errors.Is(err, clilogin.ErrStateMismatch) {
+		log.Fatal("the pasted URL belongs to another login") // after 5 tries
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("Logged in as", sess.Account)
+}

@@ -1,0 +1,556 @@
+package clilogin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pkg/browser"
+	"golang.org/x/oauth2"
+
+	"github.com/keyloop/keyloop/internal/confirm"
+	"github.com/keyloop/keyloop/tokenstore"
+)
+
+// callbackPath is the path of the redirect URI on the loopback listener.
+const callbackPath = "/callback"
+
+// Login runs the browser flow and stores the verified token.
+//
+// It discovers the server's endpoints and listens on the first usable
+// address of Config.ListenAddrs. Then it prints, to Config.Stdout and in this
+// order: the authorization URL (always, even when a browser opens), either
+// "Opening your browser…" or, in paste mode, how to finish on another
+// machine, and the confirmation code (the consent page shows the same
+// code). It then opens the browser (unless in paste mode) and waits until one
+// valid callback arrives or ctx ends, showing a spinner with the elapsed time
+// when Stdout is a terminal (see Config.Terminal; plain lines otherwise).
+//
+// Requests with a wrong state, a foreign Host header, another path or method
+// are answered with a 4xx and the login waits on. Once the outcome is known
+// (code exchanged, token verified and stored), the callback request is
+// redirected (303) to /done on the same listener, so the code leaves the
+// address bar, and /done shows the success or failure page (Config.Pages).
+// The listener stays up until that page is served (at most a few seconds),
+// then shuts down; when ctx ends it shuts down at once.
+//
+// Paste mode is on when Config.NoBrowser is set, or automatically when
+// neither Config.OpenBrowser nor $BROWSER is set and the session looks
+// headless: SSH_CONNECTION or SSH_TTY is set, or (on Linux and the BSDs)
+// neither DISPLAY nor WAYLAND_DISPLAY is. In paste mode no browser is opened;
+// the user opens the URL on any machine, and, while the loopback listener
+// keeps waiting, Login prompts "Paste the URL your browser ended on" and
+// reads lines from Config.Stdin: the address of the page that failed to load
+// (http://127.0.0.1:PORT/callback?code=…&state=…). A pasted URL is judged like
+// a callback (host and path, state, RFC 9207 iss, error=); whichever of the
+// paste and the loopback callback comes first wins and the other is ignored.
+// A wrong or cut-off paste gets a message and another chance, up to 5; the
+// last wrong paste ends the login with ErrStateMismatch (wrong or cut-off
+// state) or ErrInvalidPaste (not a callback URL). Messages never repeat the
+// pasted text. When Stdin ends, Login goes on waiting for the loopback
+// callback.
+//
+// Errors: ErrAccessDenied when the user denied; *CallbackError for other
+// error= callbacks; ErrIssuerMismatch for an RFC 9207 iss mix-up;
+// ErrInvalidToken when the token fails verification; ErrDiscovery when the
+// metadata is unusable; ErrTokenFromEnv when Config.TokenEnv is set;
+// ErrStateMismatch or ErrInvalidPaste after too many wrong pastes; an error
+// wrapping ctx.Err() when ctx ends first (a timeout's message says what to
+// do). Nothing is stored unless Login succeeds.
+func (c *Client) Login(ctx context.Context) (*Session, error) {
+	if c.envToken() != "" {
+		return nil, fmt.Errorf("%w: %s is set, so %s uses that token and keeps no login; unset %s to log in",
+			ErrTokenFromEnv, c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv)
+	}
+	st, err := c.storeFor()
+	if err != nil {
+		return nil, err
+	}
+	md, err := c.discover(ctx)
+	if err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	ln, err := c.listen(ctx)
+	if err != nil {
+		return nil, err
+	}
+	state, err := randomState()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	redirectURI := "http://" + ln.Addr().String() + callbackPath
+	conf := c.oauth2Config(md, redirectURI)
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+
+	fl := &flow{
+		host: ln.Addr().String(), state: state, issuer: md.Issuer,
+		issRequired: md.AuthorizationResponseIssParameterSupported,
+		callbacks:   make(chan *callback, 1), done: make(chan struct{}), served: make(chan struct{}),
+		app: c.cfg.AppName, pages: c.cfg.Pages,
+	}
+	srv := &http.Server{
+		Handler: fl, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go func() { _ = srv.Serve(ln) }()
+	scr := newScreen(c.out, animates(c.cfg.Terminal, c.out), c.now)
+	viaLoopback := false // the browser was answered with a redirect to /done
+	defer func() {
+		scr.close()
+		close(fl.done)
+		if viaLoopback && ctx.Err() == nil {
+			t := time.NewTimer(donePageWait)
+			select {
+			case <-fl.served:
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
+
+	paste := c.cfg.NoBrowser || (c.cfg.OpenBrowser == nil && os.Getenv("BROWSER") == "" && autoHeadless())
+	scr.printf("To sign in to %s, open this URL in a browser:\n\n    %s\n\n", c.cfg.AppName, authURL)
+	var pasted <-chan string
+	echoes := false
+	if paste {
+		scr.printf("Open it on any machine. After you sign in, the browser goes to %s?…;\n"+
+			"if that page does not load (the browser is on another machine), copy its full address.\n", redirectURI)
+		var in io.Reader
+		if in, echoes = c.pasteInput(); in != nil {
+			pasted = readLines(in, fl.done)
+		}
+	} else {
+		scr.printf("Opening your browser…\n")
+	}
+	scr.printf("Confirmation code: %s (the browser shows the same code; check that they match)\n", confirm.Code(state))
+	var opened chan error
+	if !paste {
+		opened = make(chan error, 1)
+		go func() { opened <- c.openBrowser(ctx, authURL) }()
+	}
+	const pastePrompt = "Paste the URL your browser ended on: "
+	if pasted != nil {
+		scr.prompt("\n" + pastePrompt)
+	} else {
+		scr.spin("Waiting for you to sign in in the browser…")
+	}
+
+	tries := 0
+	for {
+		select {
+		case err := <-opened:
+			opened = nil
+			if err != nil && ctx.Err() == nil {
+				scr.printf("Could not open a browser (%v); open the URL above yourself.\n", err)
+			}
+		case <-ctx.Done():
+			return nil, c.ctxErr(ctx, nil)
+		case cb := <-fl.callbacks:
+			scr.close()
+			sess, err := c.finish(ctx, st, md, conf, verifier, cb)
+			cb.reply <- result{sess: sess, err: err}
+			viaLoopback = true
+			if err != nil {
+				return nil, c.ctxErr(ctx, err)
+			}
+			return sess, nil
+		case line, ok := <-pasted:
+			if !ok {
+				pasted = nil
+				scr.printf("\n")
+				scr.spin("Waiting for you to sign in in the browser…")
+				continue
+			}
+			if echoes {
+				scr.answered()
+			}
+			if line == "" {
+				scr.prompt(pastePrompt)
+				continue
+			}
+			cb, prob := fl.judgePaste(line)
+			if prob == nil && !fl.accepted.CompareAndSwap(false, true) {
+				continue // the loopback callback came first; it is in fl.callbacks
+			}
+			if prob == nil {
+				scr.close()
+				sess, err := c.finish(ctx, st, md, conf, verifier, cb)
+				switch {
+				case err == nil:
+					return sess, nil
+				case ctx.Err() != nil || !pasteRetryable(err) || tries+1 >= maxPasteTries:
+					return nil, c.ctxErr(ctx, err)
+				}
+				fl.accepted.Store(false)
+				prob = &pasteProblem{err: err, msg: "The server did not accept the code in that URL; it may be cut off. Copy the whole address and paste it again."}
+			}
+			tries++
+			if tries >= maxPasteTries {
+				return nil, fmt.Errorf("%w: %s (after %d tries)", prob.err, strings.TrimSuffix(prob.msg, "."), tries)
+			}
+			scr.printf("%s (%s left).\n", strings.TrimSuffix(prob.msg, "."), plural(maxPasteTries-tries, "try", "tries"))
+			scr.prompt(pastePrompt)
+		}
+	}
+}
+
+// donePageWait bounds how long Login keeps the listener up, after it
+// redirected the browser to /done, for the browser to fetch that page.
+const donePageWait = 3 * time.Second
+
+// finish turns an accepted callback into a stored, verified login.
+func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, conf *oauth2.Config, verifier string, cb *callback) (*Session, error) {
+	if cb.err != nil {
+		return nil, cb.err
+	}
+	tok, err := conf.Exchange(c.oauthCtx(ctx), cb.code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return nil, fmt.Errorf("clilogin: exchange the authorization code: %w", oauthError("token", err))
+	}
+	aud := c.cfg.Audience
+	if aud == "" {
+		aud = md.AccessTokenAudience
+	}
+	e := expect{jwksURI: md.JWKSURI, issuer: md.tokenIssuer(), audience: aud}
+	cl, err := c.verify(ctx, tok.AccessToken, e)
+	if err != nil {
+		return nil, fmt.Errorf("clilogin: verify the token from %s: %w", md.Issuer, err)
+	}
+	rec := &tokenstore.Record{
+		AccessToken: tokenstore.Secret(tok.AccessToken), RefreshToken: tokenstore.Secret(tok.RefreshToken),
+		TokenType: tok.Type(), Expiry: cl.Expiry, IssuedAt: cl.IssuedAt,
+		Issuer: md.Issuer, ClientID: c.cfg.ClientID, TokenEndpoint: md.TokenEndpoint,
+		RevocationEndpoint: md.RevocationEndpoint, JWKSURI: md.JWKSURI,
+		TokenIssuer: md.AccessTokenIssuer, Audience: aud, Subject: cl.Subject, Account: cl.Account,
+	}
+	if rec.IssuedAt.IsZero() {
+		rec.IssuedAt = c.now()
+	}
+	unlock, err := c.lock(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := c.save(ctx, st, rec); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.retryRefresh = time.Time{}
+	c.mu.Unlock()
+	return sessionOf(rec, c.locate(ctx, st)), nil
+}
+
+// ctxErr wraps ctx.Err() with what to do when ctx has ended; otherwise it
+// returns err.
+func (c *Client) ctxErr(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("clilogin: timed out waiting for the sign-in; run `%s` again and finish signing in in the browser in time: %w",
+			c.loginCommand(), ctx.Err())
+	case ctx.Err() != nil:
+		return fmt.Errorf("clilogin: login canceled: %w", ctx.Err())
+	}
+	return err
+}
+
+// oauthCtx carries the configured HTTP client to x/oauth2.
+func (c *Client) oauthCtx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, c.hc)
+}
+
+func (c *Client) oauth2Config(md *metadata, redirectURI string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID: c.cfg.ClientID,
+		Endpoint: oauth2.Endpoint{
+			AuthURL: md.AuthorizationEndpoint, TokenURL: md.TokenEndpoint,
+			AuthStyle: oauth2.AuthStyleInParams, // a public client: client_id in the body, no secret
+		},
+		RedirectURL: redirectURI,
+		Scopes:      c.cfg.Scopes,
+	}
+}
+
+// listen opens the first usable address of ListenAddrs.
+func (c *Client) listen(ctx context.Context) (net.Listener, error) {
+	var errs []string
+	var lc net.ListenConfig
+	for _, a := range c.cfg.ListenAddrs {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err == nil {
+			return ln, nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return nil, fmt.Errorf("clilogin: cannot listen for the browser's callback on %s (%s); free a port or set other listen addresses",
+		strings.Join(c.cfg.ListenAddrs, ", "), strings.Join(errs, "; "))
+}
+
+// randomState returns 256 random bits, base64url.
+func randomState() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("clilogin: random state: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+var silenceBrowser sync.Once
+
+// openBrowser opens u with Config.OpenBrowser, $BROWSER or the system opener.
+func (c *Client) openBrowser(ctx context.Context, u string) error {
+	if c.cfg.OpenBrowser != nil {
+		return c.cfg.OpenBrowser(ctx, u)
+	}
+	if b := os.Getenv("BROWSER"); b != "" {
+		return runBrowserEnv(b, u)
+	}
+	silenceBrowser.Do(func() { browser.Stdout, browser.Stderr = io.Discard, io.Discard })
+	return browser.OpenURL(u)
+}
+
+// runBrowserEnv runs the $BROWSER convention: a ':'-separated list of
+// commands, tried in order; "%s" in a command stands for the URL, else the
+// URL is its last argument.
+func runBrowserEnv(env, u string) error {
+	var err error
+	for _, entry := range strings.Split(env, ":") {
+		f := strings.Fields(entry)
+		if len(f) == 0 {
+			continue
+		}
+		replaced := false
+		for i := range f {
+			if strings.Contains(f[i], "%s") {
+				f[i], replaced = strings.ReplaceAll(f[i], "%s", u), true
+			}
+		}
+		if !replaced {
+			f = append(f, u)
+		}
+		cmd := exec.Command(f[0], f[1:]...)
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err = cmd.Run(); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("$BROWSER command %q: %w", f[0], err)
+	}
+	if err == nil {
+		err = errors.New("$BROWSER names no command")
+	}
+	return err
+}
+
+// callback is one accepted callback, handed from the handler (or the paste
+// reader) to Login.
+type callback struct {
+	code  string
+	err   error       // the callback ends the login with this error
+	reply chan result // Login's outcome, for the browser page
+}
+
+type result struct {
+	sess *Session
+	err  error
+}
+
+// donePath is where the browser is redirected after the callback, so the
+// authorization code does not stay in its address bar.
+const donePath = "/done"
+
+// flow is the loopback handler of one login.
+type flow struct {
+	host        string // the only Host header accepted: the listener's host:port
+	state       string
+	issuer      string
+	issRequired bool
+	app         string
+	pages       *template.Template
+	accepted    atomic.Bool
+	callbacks   chan *callback
+	done        chan struct{} // closed when Login returns
+
+	mu         sync.Mutex
+	res        *result       // the outcome shown at /done, once known
+	served     chan struct{} // closed when /done has been served
+	servedOnce sync.Once
+}
+
+// judge decides what a callback's query means: nil with a status and message
+// for the browser when it must be refused and the login goes on, else the
+// callback that ends the login.
+func (f *flow) judge(q url.Values) (*callback, int, string) {
+	states := q["state"]
+	if len(states) != 1 || subtle.ConstantTimeCompare([]byte(states[0]), []byte(f.state)) != 1 {
+		return nil, http.StatusBadRequest, "This sign-in response does not belong to the login waiting in your terminal."
+	}
+	cb := &callback{reply: make(chan result, 1)}
+	iss := q.Get("iss")
+	switch {
+	case iss != "" && iss != f.issuer:
+		cb.err = fmt.Errorf("%w: the callback came from issuer %q, not %q", ErrIssuerMismatch, sanitize(iss, 200), f.issuer)
+		return cb, 0, ""
+	case iss == "" && f.issRequired:
+		cb.err = fmt.Errorf("%w: the server advertises RFC 9207 but the callback has no iss", ErrIssuerMismatch)
+		return cb, 0, ""
+	}
+	if e := q.Get("error"); e != "" {
+		code := sanitizeCode(e)
+		if code == "access_denied" {
+			cb.err = fmt.Errorf("%w: the sign-in was denied in the browser", ErrAccessDenied)
+		} else {
+			cb.err = &CallbackError{Code: code, Description: sanitize(q.Get("error_description"), 200)}
+		}
+		return cb, 0, ""
+	}
+	codes := q["code"]
+	if len(codes) != 1 || codes[0] == "" {
+		cb.err = &CallbackError{Code: "invalid_request", Description: "the callback has neither a code nor an error"}
+		return cb, 0, ""
+	}
+	cb.code = codes[0]
+	return cb, 0, ""
+}
+
+// failPage writes a failure page that is not a login's outcome.
+func (f *flow) failPage(w http.ResponseWriter, status int, title, msg string) {
+	writePage(w, f.pages, status, PageData{AppName: f.app, Title: title, Message: msg})
+}
+
+func (f *flow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Host != f.host {
+		f.failPage(w, http.StatusBadRequest, "Wrong address", "This request was not addressed to the login server of "+f.app+".")
+		return
+	}
+	if r.URL.Path != callbackPath && r.URL.Path != donePath {
+		f.failPage(w, http.StatusNotFound, "Not found", "There is nothing here.")
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		f.failPage(w, http.StatusMethodNotAllowed, "Method not allowed", "Only GET is accepted here.")
+		return
+	}
+	if r.URL.Path == donePath {
+		f.serveDone(w)
+		return
+	}
+	cb, status, msg := f.judge(r.URL.Query())
+	if cb == nil {
+		f.failPage(w, status, "Sign-in response refused", msg)
+		return
+	}
+	if !f.accepted.CompareAndSwap(false, true) {
+		f.failPage(w, http.StatusConflict, "Already done", "This login has already received its sign-in response. Check your terminal.")
+		return
+	}
+	select {
+	case f.callbacks <- cb:
+	case <-f.done:
+		f.failPage(w, http.StatusGone, "Login no longer running", "The login in your terminal has ended. Run it again.")
+		return
+	}
+	var res result
+	select {
+	case res = <-cb.reply:
+	case <-f.done:
+		select {
+		case res = <-cb.reply:
+		default:
+			f.failPage(w, http.StatusGone, "Login no longer running", "The login in your terminal has ended. Run it again.")
+			return
+		}
+	case <-r.Context().Done():
+		return
+	}
+	f.mu.Lock()
+	f.res = &res
+	f.mu.Unlock()
+	target := donePath
+	if res.err != nil {
+		target += "?error=" + url.QueryEscape(errorCode(res.err))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// serveDone shows the login's outcome, once known, at the clean URL.
+func (f *flow) serveDone(w http.ResponseWriter) {
+	f.mu.Lock()
+	res := f.res
+	f.mu.Unlock()
+	if res == nil {
+		f.failPage(w, http.StatusNotFound, "Not found", "There is nothing here yet; finish signing in first.")
+		return
+	}
+	w.Header().Set("Connection", "close") // the listener shuts down next
+	writeResult(w, f.pages, f.app, *res)
+	f.servedOnce.Do(func() { close(f.served) })
+}
+
+// errorCode names a failed login's cause for the /done URL and the page.
+func errorCode(err error) string {
+	var ce *CallbackError
+	switch {
+	case errors.Is(err, ErrAccessDenied):
+		return "access_denied"
+	case errors.As(err, &ce):
+		return ce.Code
+	case errors.Is(err, ErrIssuerMismatch):
+		return "issuer_mismatch"
+	case errors.Is(err, ErrInvalidToken):
+		return "invalid_token"
+	}
+	return "login_failed"
+}
+
+// writeResult renders the outcome of a login for the browser.
+func writeResult(w http.ResponseWriter, pages *template.Template, app string, res result) {
+	if res.err == nil {
+		who := res.sess.Account
+		if who == "" {
+			who = res.sess.Subject
+		}
+		writePage(w, pages, http.StatusOK, PageData{AppName: app, OK: true, Title: "Signed in to " + app, Account: who,
+			Message: "You are signed in as " + who + "."})
+		return
+	}
+	msg := "The sign-in could not be completed; nothing was stored."
+	code := errorCode(res.err)
+	var ce *CallbackError
+	switch {
+	case errors.Is(res.err, ErrAccessDenied):
+		msg = "The request was denied; nothing was stored. You can close this tab."
+	case errors.As(res.err, &ce):
+		msg = "The server refused the sign-in (" + ce.Code + "). Nothing was stored."
+	case errors.Is(res.err, ErrIssuerMismatch):
+		msg = "The response came from an unexpected server; nothing was stored."
+	}
+	if code == "login_failed" || code == "invalid_token" || code == "issuer_mismatch" {
+		code = ""
+	}
+	writePage(w, pages, http.StatusBadRequest, PageData{AppName: app, Title: "Sign-in failed", Message: msg, ErrorCode: code})
+}

@@ -1,0 +1,127 @@
+package clilogin
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// ErrInvalidPaste means every chance to paste the callback URL in paste mode
+// was used on text that is not a callback URL of this login.
+var ErrInvalidPaste = errors.New("clilogin: pasted text is not the sign-in's callback URL")
+
+// maxPasteTries bounds how many wrong pastes a login accepts before it ends.
+const maxPasteTries = 5
+
+// maxPasteLine bounds one pasted line.
+const maxPasteLine = 64 << 10
+
+// pasteInput returns where paste mode reads from, and whether the terminal
+// echoes what is typed there: Config.Stdin, else os.Stdin when it is a
+// terminal or a pipe; nil when there is nothing to read.
+func (c *Client) pasteInput() (r io.Reader, echoes bool) {
+	if c.cfg.Stdin != nil {
+		return c.cfg.Stdin, isTerminal(c.cfg.Stdin)
+	}
+	fi, err := os.Stdin.Stat()
+	switch {
+	case err != nil:
+		return nil, false
+	case isTerminal(os.Stdin):
+		return os.Stdin, true
+	case fi.Mode()&os.ModeNamedPipe != 0:
+		return os.Stdin, false
+	}
+	return nil, false
+}
+
+// readLines sends r's lines, trimmed, on the returned channel until r ends
+// (the channel is then closed) or done is closed. A goroutine blocked in r's
+// Read stays blocked until r returns; it then sees done and exits without
+// sending.
+func readLines(r io.Reader, done <-chan struct{}) <-chan string {
+	ch := make(chan string)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 4096), maxPasteLine)
+		for sc.Scan() {
+			select {
+			case ch <- strings.TrimSpace(sc.Text()):
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// pasteProblem is a pasted line that is not this login's callback: what to
+// tell the user, and the error to end with when no chance is left.
+type pasteProblem struct {
+	msg string
+	err error // ErrStateMismatch or ErrInvalidPaste
+}
+
+// judgePaste validates a pasted callback URL like the loopback handler
+// validates a request (host, path, state, then flow.judge for iss and
+// error=). It returns the callback that ends the login, or the problem. The
+// messages never contain the pasted text.
+func (f *flow) judgePaste(line string) (*callback, *pasteProblem) {
+	line = strings.Trim(line, " \t\"'<>")
+	want := "http://" + f.host + callbackPath + "?…"
+	u, err := url.Parse(line)
+	notOurs := &pasteProblem{err: ErrInvalidPaste, msg: "That is not the address the sign-in ended on; it starts with " + want}
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return nil, &pasteProblem{err: ErrInvalidPaste,
+			msg: "That is not a URL. Copy the whole address from the browser's address bar; it starts with " + want}
+	case u.Scheme != "http" || u.Path != callbackPath:
+		return nil, notOurs
+	case u.Host != f.host:
+		return nil, &pasteProblem{err: ErrStateMismatch,
+			msg: "That URL belongs to another login (it names " + sanitize(u.Host, 64) + ", this login waits on " + f.host + "). Paste the address from the sign-in you opened with the URL above."}
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, &pasteProblem{err: ErrInvalidPaste,
+			msg: "That URL is garbled; copy the whole address again."}
+	}
+	states := q["state"]
+	switch {
+	case len(states) == 0 && (q.Has("code") || q.Has("error")):
+		return nil, &pasteProblem{err: ErrStateMismatch,
+			msg: "That URL looks cut off (it has no state). Copy the whole address, to its very end, and paste it again."}
+	case len(states) == 0:
+		return nil, &pasteProblem{err: ErrInvalidPaste,
+			msg: "That URL has no sign-in response in it. Finish signing in, then paste the address the browser ends on."}
+	case len(states) == 1 && len(states[0]) < len(f.state) && strings.HasPrefix(f.state, states[0]):
+		return nil, &pasteProblem{err: ErrStateMismatch,
+			msg: "That URL looks cut off (its state is incomplete). Copy the whole address, to its very end, and paste it again."}
+	case len(states) != 1 || subtle.ConstantTimeCompare([]byte(states[0]), []byte(f.state)) != 1:
+		return nil, &pasteProblem{err: ErrStateMismatch,
+			msg: "That URL belongs to another login (its state does not match). Paste the address from the sign-in you opened with the URL above."}
+	}
+	cb, _, _ := f.judge(q) // the state matches, so judge returns a callback
+	return cb, nil
+}
+
+// pasteRetryable reports whether a pasted callback that failed in the token
+// exchange may be pasted again: the server refused the code itself
+// (invalid_grant), as it does for a code cut off while copying.
+func pasteRetryable(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) && se.Code == "invalid_grant"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
