@@ -15,7 +15,7 @@ test:
 
 ## bench: benchmarks, reported as ratios against baselines measured in the same run.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	scripts/bench
 
 ## lint: gofmt, go vet, staticcheck.
 lint:
