@@ -112,6 +112,13 @@ func (c *Commands) Client(cmd *cobra.Command) (*clilogin.Client, error) {
 	if cfg.Stdout == nil {
 		cfg.Stdout = cmd.ErrOrStderr()
 	}
+	if cfg.OnRefreshError == nil {
+		// The old token is still valid and is used; say so on stderr so a
+		// script's stdout (the token) stays clean.
+		cfg.OnRefreshError = func(err error) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: could not refresh the token, using the current one until it expires: %v\n", c.app(), err)
+		}
+	}
 	return c.cfg.NewClient(cfg)
 }
 

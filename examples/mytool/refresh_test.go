@@ -91,6 +91,9 @@ func TestRefreshEndToEnd(t *testing.T) {
 	if code != 0 || t3 != t2 {
 		t.Fatalf("with the backend down, a still-valid token: exit %d, same token=%v, stderr:\n%s", code, t3 == t2, errOut)
 	}
+	if !strings.Contains(errOut, "could not refresh") {
+		t.Errorf("the failed refresh was not reported on stderr:\n%s", errOut)
+	}
 
 	// Expired and not refreshable: a clear message naming the command.
 	sleepUntil(exp2)
