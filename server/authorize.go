@@ -227,6 +227,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		nonce := setPageHeaders(w)
 		ident, err := h.cfg.Authenticator.Authenticate(w, r, SignInPrompt{
 			ClientName: client.Name, Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF, Nonce: nonce,
+			Render: h.pages.render,
 		})
 		if errors.Is(err, ErrResponded) {
 			return

@@ -92,9 +92,10 @@ type Config struct {
 	Brand Brand
 	// Templates, when set, replaces built-in page templates by file name:
 	// "layout.html" (defines "layout", calling "title" and "content"),
-	// "consent.html" and "error.html" (each define "title" and "content").
-	// Files it lacks keep the built-in version. Nil means the built-ins.
-	// DevAuthenticator's sign-in page always uses the built-in templates.
+	// "consent.html", "error.html" and "signin.html" (DevAuthenticator's
+	// sign-in page; each defines "title" and "content"). Files it lacks keep
+	// the built-in version. Nil means the built-ins. Authenticators render
+	// their pages through SignInPrompt.Render, so they follow these too.
 	Templates fs.FS
 }
 

@@ -100,7 +100,11 @@ func (d *DevAuthenticator) Authenticate(w http.ResponseWriter, r *http.Request, 
 }
 
 func (d *DevAuthenticator) page(w http.ResponseWriter, status int, p SignInPrompt, email, msg string) {
-	defaultPages.render(w, status, "signin.html", devSignInPage{
+	render := p.Render
+	if render == nil {
+		render = defaultPages.render
+	}
+	render(w, status, "signin.html", devSignInPage{
 		ClientName: p.ClientName, Action: p.Action, CSRFField: p.CSRFField, CSRFToken: p.CSRFToken, Email: email, Error: msg,
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -381,5 +382,25 @@ func TestDevSignInValidatesEmail(t *testing.T) {
 		if r := b.submit(p, url.Values{"email": {bad}}); r.status != 400 || !strings.Contains(r.body, "valid e-mail") {
 			t.Fatalf("%q accepted: %d", bad, r.status)
 		}
+	}
+}
+
+// The dev sign-in page follows the app's brand and template overrides, like
+// the handler's own pages.
+func TestDevSignInPageIsCustomizable(t *testing.T) {
+	e := newEnv(t, envOpts{configure: func(c *server.Config) {
+		c.Brand = server.Brand{Name: "Acme Cloud", AccentColor: "#aa0000"}
+		c.Templates = fstest.MapFS{"signin.html": {Data: []byte(
+			`{{define "title"}}Acme sign-in{{end}}{{define "content"}}<h1>Welcome to Acme, {{.Data.ClientName}}</h1>` +
+				`<form method="post" action="{{.Data.Action}}"><input type="hidden" name="{{.Data.CSRFField}}" value="{{.Data.CSRFToken}}">` +
+				`<input name="email" type="email"><button>Sign in</button></form>{{end}}`)}}
+	}})
+	b := newBrowser(t)
+	p := b.get(authURL(e, nil))
+	if p.status != 200 || !strings.Contains(p.body, "Welcome to Acme, My Tool") || !strings.Contains(p.body, "Acme Cloud") {
+		t.Fatalf("dev sign-in page ignores the templates or brand: %d\n%s", p.status, p.body)
+	}
+	if r := b.submit(p, url.Values{"email": {"ada@example.com"}}); r.status != 200 || !strings.Contains(r.body, "Authorize") {
+		t.Fatalf("signing in through the custom page: %d\n%s", r.status, r.body)
 	}
 }

@@ -46,6 +46,12 @@ type SignInPrompt struct {
 	// Content-Security-Policy header before writing; it must keep
 	// frame-ancestors 'none'.
 	Nonce string
+	// Render writes one of the handler's HTML pages (by template file name,
+	// such as "signin.html") in the handler's branded layout, with the
+	// handler's templates (Config.Templates) and security headers. It lets
+	// an Authenticator's pages look like the rest of the flow. Nil when the
+	// prompt was not made by a Handler (in tests of an Authenticator alone).
+	Render func(w http.ResponseWriter, status int, page string, data any)
 }
 
 // Authenticator finds out who the browser user is. It is the seam between the
