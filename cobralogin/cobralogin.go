@@ -225,6 +225,12 @@ func (c *Commands) logoutCommand() *cobra.Command {
 			case errors.Is(err, clilogin.ErrNotLoggedIn):
 				fmt.Fprintln(cmd.ErrOrStderr(), "Not logged in; nothing to do.")
 				return nil
+			case errors.Is(err, clilogin.ErrRevocationFailed):
+				// The token is gone from this machine; only the server
+				// could not be told. Logged out all the same.
+				fmt.Fprintf(cmd.ErrOrStderr(), "✓ Logged out of %s on this machine\n", c.ClientConfig().Issuer)
+				fmt.Fprintf(cmd.ErrOrStderr(), "! Could not revoke the token at the server (%v); it stays valid there until it expires\n", err)
+				return nil
 			case err != nil:
 				return err
 			}

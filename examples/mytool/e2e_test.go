@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
 
@@ -211,6 +212,34 @@ func browserLogin(t *testing.T, m *mytoolEnv, email, button string) (stderr stri
 
 	step, cancelStep := context.WithTimeout(bctx, 30*time.Second)
 	defer cancelStep()
+	// Every request the pages make must stay on this machine: the pages
+	// load no external assets.
+	if _, err := chromedp.Call(step, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	var reqMu sync.Mutex
+	var requests []string
+	if err := chromedp.Listen(step, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
+			reqMu.Lock()
+			requests = append(requests, e.Request.URL)
+			reqMu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		reqMu.Lock()
+		defer reqMu.Unlock()
+		if len(requests) == 0 {
+			t.Error("saw no network requests at all; the request log does not work")
+		}
+		for _, u := range requests {
+			if !strings.HasPrefix(u, "http://127.0.0.1:") {
+				t.Errorf("a page made a request off this machine: %s", u)
+			}
+		}
+	}()
 	err := chromedp.Do(step,
 		chromedp.Navigate(authURL),
 		chromedp.WaitVisible(chromedp.CSS(`input[type=email], input[name=email]`)),

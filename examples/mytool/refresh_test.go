@@ -107,4 +107,17 @@ func TestRefreshEndToEnd(t *testing.T) {
 	if strings.Contains(errOut, t2) {
 		t.Error("the error message contains the token")
 	}
+
+	// Logout with the backend down still removes the token, and says the
+	// server could not be told.
+	_, errOut, code = m.run(t, "logout")
+	if code != 0 || !strings.Contains(errOut, "on this machine") || !strings.Contains(errOut, "Could not revoke") {
+		t.Errorf("logout with the backend down: exit %d, stderr:\n%s", code, errOut)
+	}
+	if got := keychainItems(t, be.URL); got != 0 {
+		t.Errorf("%d keychain items left after logout with the backend down", got)
+	}
+	if _, _, code := m.run(t, "status"); code != 1 {
+		t.Errorf("status after logout exit %d; want 1", code)
+	}
 }
