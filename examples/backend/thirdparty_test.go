@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/keyloop/keyloop/server"
+)
+
+// A third-party OAuth client — plain golang.org/x/oauth2 with PKCE, knowing
+// nothing but the backend's URL — logs in against examples/backend using its
+// RFC 8414 metadata, and the token opens /api/me. An http.Client with a
+// cookie jar plays the browser; a loopback server of the client's own
+// catches the redirect.
+func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, pw) }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	issuer := strings.TrimSpace(strings.TrimPrefix(line, "keyloop backend listening on "))
+
+	resp, err := http.Get(issuer + server.MetadataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md struct{ Issuer, AuthorizationEndpoint, TokenEndpoint string }
+	var raw map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	md.Issuer, _ = raw["issuer"].(string)
+	md.AuthorizationEndpoint, _ = raw["authorization_endpoint"].(string)
+	md.TokenEndpoint, _ = raw["token_endpoint"].(string)
+	if md.Issuer != issuer || md.AuthorizationEndpoint == "" || md.TokenEndpoint == "" {
+		t.Fatalf("metadata %v", raw)
+	}
+
+	callbacks := make(chan url.Values, 1)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		callbacks <- r.URL.Query()
+		io.WriteString(w, "done")
+	}))
+	defer cb.Close()
+	conf := &oauth2.Config{
+		ClientID:    "mytool",
+		Endpoint:    oauth2.Endpoint{AuthURL: md.AuthorizationEndpoint, TokenURL: md.TokenEndpoint, AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: cb.URL + "/callback",
+	}
+	verifier := oauth2.GenerateVerifier()
+	state := "third-party-state-0123456789"
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	page := get(t, browser, conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)))
+	page = submit(t, browser, page, url.Values{"email": {"grace@example.com"}})
+	if !strings.Contains(page.body, "Authorize") {
+		t.Fatalf("no consent page after sign-in:\n%s", page.body)
+	}
+	submit(t, browser, page, url.Values{"decision": {"authorize"}})
+	q := <-callbacks
+	if q.Get("state") != state || q.Get("iss") != issuer || q.Get("code") == "" {
+		t.Fatalf("callback state=%q iss=%q code present=%v", q.Get("state"), q.Get("iss"), q.Get("code") != "")
+	}
+
+	tok, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if tok.RefreshToken == "" || tok.Expiry.IsZero() {
+		t.Fatalf("token response lacks a refresh token or expiry")
+	}
+	api := conf.Client(ctx, tok)
+	resp, err = api.Get(issuer + "/api/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me map[string]string
+	json.NewDecoder(resp.Body).Decode(&me)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || me["email"] != "grace@example.com" {
+		t.Fatalf("/api/me: %s %v", resp.Status, me)
+	}
+	// x/oauth2's own refresh works against the backend too.
+	tok.Expiry = time.Now().Add(-time.Minute) // make x/oauth2 refresh it
+	fresh, err := conf.TokenSource(ctx, tok).Token()
+	if err != nil || fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken {
+		t.Fatalf("refresh through x/oauth2: err=%v, rotated=%v", err, err == nil && fresh.RefreshToken != tok.RefreshToken)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+type page struct {
+	url  *url.URL
+	body string
+}
+
+func get(t *testing.T, c *http.Client, u string) page {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s\n%s", u, resp.Status, b)
+	}
+	return page{resp.Request.URL, string(b)}
+}
+
+var (
+	actionRE = regexp.MustCompile(`<form method="post" action="([^"]+)"`)
+	hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]+)"`)
+)
+
+// submit posts the page's form with its hidden fields plus fields.
+func submit(t *testing.T, c *http.Client, p page, fields url.Values) page {
+	t.Helper()
+	a := actionRE.FindStringSubmatch(p.body)
+	if a == nil {
+		t.Fatalf("no form on %s:\n%s", p.url, p.body)
+	}
+	action, err := p.url.Parse(html.UnescapeString(a[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hiddenRE.FindAllStringSubmatch(p.body, -1) {
+		fields.Set(html.UnescapeString(h[1]), html.UnescapeString(h[2]))
+	}
+	resp, err := c.PostForm(action.String(), fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return page{resp.Request.URL, string(b)}
+}
