@@ -17,8 +17,12 @@ import (
 // FileConfig configures a File store.
 type FileConfig struct {
 	// Dir is the directory that holds the files. Required. It is created
-	// with mode 0700 when missing; an existing directory's mode is left
-	// alone.
+	// with mode 0700 when missing. On Unix an existing directory of the
+	// user's that others can read or enter is tightened to 0700, and one
+	// that belongs to another user or is shared (sticky bit, as /tmp) is
+	// refused with an error wrapping fs.ErrPermission, since others could
+	// plant or swap files in it. A token file others can read is tightened
+	// to 0600 when it is read; one that belongs to another user is refused.
 	Dir string
 }
 
@@ -56,7 +60,28 @@ func NewFile(cfg FileConfig) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokenstore: file store dir: %w", err)
 	}
-	return &File{dir: dir, lock: newDirLocker(dir)}, nil
+	f := &File{dir: dir}
+	f.lock = &dirLocker{dir: dir, local: NewMemory(), ready: func() error { return f.prepareDir(true) }}
+	return f, nil
+}
+
+// prepareDir makes sure the directory is fit for tokens (see
+// FileConfig.Dir), creating it when create is set; a missing directory
+// otherwise gives an error wrapping fs.ErrNotExist.
+func (f *File) prepareDir(create bool) error {
+	if create {
+		if err := os.MkdirAll(f.dir, 0o700); err != nil {
+			return err
+		}
+	}
+	fi, err := os.Stat(f.dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("tokenstore: %s is not a directory", f.dir)
+	}
+	return secureDir(f.dir, fi)
 }
 
 // Path returns the file that holds key's value.
@@ -71,7 +96,7 @@ func (f *File) Load(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("tokenstore: load: %w", err)
 	}
 	path := f.Path(key)
-	b, err := os.ReadFile(path)
+	b, err := f.read(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("tokenstore: load %q: %w", key, ErrNotFound)
 	}
@@ -83,6 +108,22 @@ func (f *File) Load(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("tokenstore: load %q from %s: %w", key, path, err)
 	}
 	return v, nil
+}
+
+// read returns the contents of path after making sure that the directory
+// and the file are the user's alone.
+func (f *File) read(path string) ([]byte, error) {
+	if err := f.prepareDir(false); err != nil {
+		return nil, err
+	}
+	lfi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := secureFile(path, lfi); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
 }
 
 // decodeFile checks and strips the header written by encodeFile. Its errors
@@ -122,7 +163,7 @@ func (f *File) Save(ctx context.Context, key string, value []byte) error {
 }
 
 func (f *File) writeAtomic(path string, data []byte) (err error) {
-	if err := os.MkdirAll(f.dir, 0o700); err != nil {
+	if err := f.prepareDir(true); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(f.dir, "."+filepath.Base(path)+".tmp-*") // CreateTemp uses mode 0600

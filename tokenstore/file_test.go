@@ -256,3 +256,85 @@ func TestParallelProcesses(t *testing.T) {
 		})
 	}
 }
+
+// TestFileTightensOrRefusesDir: an existing directory of the user's with a
+// loose mode is tightened to 0700 and a loose token file to 0600; a shared
+// directory or one of another user is refused, and so is a token file
+// another user planted.
+func TestFileTightensOrRefusesDir(t *testing.T) {
+	ctx := t.Context()
+	t.Run("loose dir and file of ours", func(t *testing.T) {
+		f, dir := newTestFile(t)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.Path("k"), encodeFile([]byte("v")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f.Path("k"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.Load(ctx, "k"); err != nil || string(got) != "v" {
+			t.Fatalf("Load = %q, %v", got, err)
+		}
+		for path, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, f.Path("k"): 0o600} {
+			if fi, err := os.Stat(path); err != nil || fi.Mode() != want {
+				t.Errorf("%s: %v, %v; want mode %v", path, fi.Mode(), err, want)
+			}
+		}
+	})
+	t.Run("shared dir", func(t *testing.T) {
+		f, dir := newTestFile(t)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+			t.Fatal(err)
+		}
+		_, lerr := f.Load(ctx, "k")
+		_, kerr := f.Lock(ctx, "k")
+		for op, err := range map[string]error{"save": f.Save(ctx, "k", []byte("v")), "load": lerr, "lock": kerr} {
+			if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "shared directory") {
+				t.Errorf("%s in a sticky 0777 dir: %v; want a refusal wrapping fs.ErrPermission", op, err)
+			}
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("wrote %d files into a shared dir", len(entries))
+		}
+	})
+	t.Run("another user's", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to give files to another user")
+		}
+		const nobody = 65534
+		f, dir := newTestFile(t)
+		if err := f.Save(ctx, "k", []byte("ours")); err != nil {
+			t.Fatal(err)
+		}
+		planted := filepath.Join(t.TempDir(), "attacker.token")
+		if err := os.WriteFile(planted, encodeFile([]byte("attacker's token")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(f.Path("k")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(planted, f.Path("k")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(f.Path("k"), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.Load(ctx, "k"); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("Load of a token file another user planted = %q, %v; want fs.ErrPermission", got, err)
+		}
+		if err := os.Chown(dir, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Save(ctx, "k", []byte("v")); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("Save into another user's dir: %v; want fs.ErrPermission", err)
+		}
+	})
+}

@@ -57,10 +57,14 @@ type KeychainConfig struct {
 	// ChunkSize is the largest string stored in one keychain entry; larger
 	// values are split over several entries (see Keychain). Zero means the
 	// platform's default: 2560 bytes on Windows (Credential Manager's limit
-	// per credential), 2000 on macOS (whose limit of about 3000 bytes counts
-	// the service and account names too, after go-keyring's base64
-	// encoding), and 128 KiB elsewhere (the Secret Service has no hard limit
-	// but slows down with large values). Values below 256 are raised to 256.
+	// per credential blob; go-keyring v0.2.8 keyring_windows.go refuses
+	// more), 2000 on macOS (go-keyring v0.2.8 keyring_darwin.go base64-encodes
+	// the value and refuses a `security -i` command line over 4096 bytes,
+	// which also holds the service and account names: 2000 bytes become
+	// 2668, leaving room for names of several hundred bytes), and 128 KiB
+	// elsewhere (the Secret Service has no hard limit but slows down with
+	// large values). A value of exactly ChunkSize bytes is stored in one
+	// entry. Values below 256 are raised to 256.
 	ChunkSize int
 }
 
@@ -248,22 +252,26 @@ func reason(err error) string {
 }
 
 // Load implements Store. A chunked value whose chunks are missing or do not
-// match the manifest's hash reads as ErrCorrupt.
+// match the manifest's hash reads as ErrCorrupt, unless the main entry
+// changed meanwhile (a concurrent Save or Delete): then Load reads again.
 func (k *Keychain) Load(ctx context.Context, key string) ([]byte, error) {
-	var lastErr error
-	for range 5 { // a concurrent Save may replace the chunks between reads
-		v, m, err := k.load(ctx, key)
-		if err == nil || !errors.Is(err, ErrCorrupt) {
-			return v, wrapOp("load", key, err)
+	main, err := k.call(ctx, func() (string, error) { return k.kr.Get(k.service, key) })
+	for range 5 {
+		if err != nil {
+			return nil, wrapOp("load", key, err)
 		}
-		lastErr = err
-		// Only retry when the manifest has changed since.
-		cur, err := k.call(ctx, func() (string, error) { return k.kr.Get(k.service, key) })
-		if err != nil || !strings.HasPrefix(cur, manifestPrefix) || strings.Contains(cur, "gen="+m.gen+" ") {
-			break
+		v, lerr := k.decode(ctx, key, main)
+		if !errors.Is(lerr, ErrCorrupt) {
+			return v, wrapOp("load", key, lerr)
 		}
+		var cur string
+		cur, err = k.call(ctx, func() (string, error) { return k.kr.Get(k.service, key) })
+		if err == nil && cur == main {
+			return nil, wrapOp("load", key, lerr) // damaged, not merely replaced
+		}
+		main = cur // or err: a concurrent Delete reads as ErrNotFound
 	}
-	return nil, wrapOp("load", key, lastErr)
+	return nil, wrapOp("load", key, fmt.Errorf("%w: the value kept changing while it was read", ErrCorrupt))
 }
 
 func wrapOp(op, key string, err error) error {
@@ -273,40 +281,38 @@ func wrapOp(op, key string, err error) error {
 	return fmt.Errorf("tokenstore: keychain %s %q: %w", op, key, err)
 }
 
-func (k *Keychain) load(ctx context.Context, key string) ([]byte, manifest, error) {
-	main, err := k.call(ctx, func() (string, error) { return k.kr.Get(k.service, key) })
-	if err != nil {
-		return nil, manifest{}, err
-	}
+// decode returns the value whose main entry is main, reading its chunks when
+// main is a manifest.
+func (k *Keychain) decode(ctx context.Context, key, main string) ([]byte, error) {
 	if !strings.HasPrefix(main, manifestPrefix) {
-		return []byte(main), manifest{}, nil
+		return []byte(main), nil
 	}
 	m, err := parseManifest(main)
 	if err != nil {
-		return nil, m, err
+		return nil, err
 	}
 	var b strings.Builder
 	for i := range m.n {
 		c, err := k.call(ctx, func() (string, error) { return k.kr.Get(k.service, k.chunkAccount(key, m.gen, i)) })
 		if errors.Is(err, ErrNotFound) {
-			return nil, m, fmt.Errorf("%w: keychain chunk %d of %d is missing", ErrCorrupt, i+1, m.n)
+			return nil, fmt.Errorf("%w: keychain chunk %d of %d is missing", ErrCorrupt, i+1, m.n)
 		}
 		if err != nil {
-			return nil, m, err
+			return nil, err
 		}
 		b.WriteString(c)
 	}
 	v := []byte(b.String())
 	if m.b64 {
 		if v, err = base64.StdEncoding.DecodeString(b.String()); err != nil {
-			return nil, m, fmt.Errorf("%w: keychain chunks do not decode", ErrCorrupt)
+			return nil, fmt.Errorf("%w: keychain chunks do not decode", ErrCorrupt)
 		}
 	}
 	sum := sha256.Sum256(v)
 	if len(v) != m.length || hex.EncodeToString(sum[:]) != m.sum {
-		return nil, m, fmt.Errorf("%w: keychain chunks do not match their manifest", ErrCorrupt)
+		return nil, fmt.Errorf("%w: keychain chunks do not match their manifest", ErrCorrupt)
 	}
-	return v, m, nil
+	return v, nil
 }
 
 // Save implements Store; see Keychain for how large values are stored.
@@ -378,10 +384,19 @@ func (k *Keychain) save(ctx context.Context, key string, value []byte, size int)
 	if _, err := k.call(ctx, func() (string, error) { return "", k.kr.Set(k.service, key, m.String()) }); err != nil {
 		// When the call was abandoned (ctx ended, timeout) the manifest may
 		// still land; its chunks must then be there.
-		if ctx.Err() == nil && k.hung.Load() == nil {
+		if ctx.Err() != nil || k.hung.Load() != nil {
+			return err
+		}
+		// A Set can fail after it stored the value; only chunks the main
+		// entry does not point to may go.
+		cur, gerr := k.call(ctx, func() (string, error) { return k.kr.Get(k.service, key) })
+		switch {
+		case gerr == nil && cur == m.String():
+			return nil
+		case gerr == nil || errors.Is(gerr, ErrNotFound):
 			k.deleteChunks(ctx, key, m)
 		}
-		return err
+		return err // when the main entry cannot be read, the chunks stay: orphans, never a lost value
 	}
 	return nil
 }

@@ -213,6 +213,9 @@ type faultyKeyring struct {
 	blocked chan struct{} // closed when that Set starts waiting
 	unblock chan struct{}
 	landed  chan struct{} // closed when that Set has run
+	// landThenFail is the Set that stores its value and then reports an
+	// error anyway, like a reply lost after the write.
+	landThenFail int32
 }
 
 var errInjected = errors.New("injected failure")
@@ -223,6 +226,12 @@ func (f *faultyKeyring) Set(s, u, p string) error {
 	}
 	n := f.sets.Add(1)
 	if n == f.failAt {
+		return errInjected
+	}
+	if n == f.landThenFail {
+		if err := keyring.Set(s, u, p); err != nil {
+			return err
+		}
 		return errInjected
 	}
 	if n == f.blockAt {
@@ -255,6 +264,81 @@ func TestKeychainHalfWritten(t *testing.T) {
 		if err != nil || !bytes.Equal(got, old) {
 			t.Fatalf("write %d failed: Load = %d bytes, %v; want the old value", failAt, len(got), err)
 		}
+	}
+}
+
+// TestKeychainManifestLandedDespiteError: a manifest Set that reports an
+// error after it stored the manifest must not take the chunks it points to
+// with it.
+func TestKeychainManifestLandedDespiteError(t *testing.T) {
+	ctx := t.Context()
+	k := newTestKeychain(t, 256)
+	if err := k.Save(ctx, "k", []byte(strings.Repeat("old-", 200))); err != nil {
+		t.Fatal(err)
+	}
+	next := []byte(strings.Repeat("new-", 200)) // 4 chunks, the manifest is Set 5
+	k.kr = &faultyKeyring{landThenFail: 5}
+	if err := k.Save(ctx, "k", next); err != nil {
+		t.Fatalf("Save whose manifest landed = %v, want success", err)
+	}
+	k.kr = goKeyring{}
+	if got, err := k.Load(ctx, "k"); err != nil || !bytes.Equal(got, next) {
+		t.Fatalf("Load = %d bytes, %v; want the new value", len(got), err)
+	}
+}
+
+// racingKeyring runs race once, right before the first chunk is read.
+type racingKeyring struct {
+	goKeyring
+	race func()
+}
+
+func (r *racingKeyring) Get(s, u string) (string, error) {
+	if strings.Contains(u, "/") && r.race != nil {
+		race := r.race
+		r.race = nil
+		race()
+	}
+	return keyring.Get(s, u)
+}
+
+// TestKeychainLoadRacesSave has another writer replace or delete a chunked
+// value between a Load's read of the manifest and of the chunks: the Load
+// must return what is stored afterwards, not ErrCorrupt.
+func TestKeychainLoadRacesSave(t *testing.T) {
+	ctx := t.Context()
+	k := newTestKeychain(t, 256)
+	other, _ := NewKeychain(KeychainConfig{Service: k.service, ChunkSize: 256})
+	chunked := []byte(strings.Repeat("new-", 200))
+	for name, c := range map[string]struct {
+		race func() error
+		want []byte // nil: ErrNotFound
+	}{
+		"replaced by a small value":   {func() error { return other.Save(ctx, "k", []byte("small")) }, []byte("small")},
+		"replaced by a chunked value": {func() error { return other.Save(ctx, "k", chunked) }, chunked},
+		"deleted":                     {func() error { return other.Delete(ctx, "k") }, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			k.kr = goKeyring{}
+			if err := k.Save(ctx, "k", []byte(strings.Repeat("old-", 200))); err != nil {
+				t.Fatal(err)
+			}
+			var raceErr error
+			k.kr = &racingKeyring{race: func() { raceErr = c.race() }}
+			got, err := k.Load(ctx, "k")
+			if raceErr != nil {
+				t.Fatal(raceErr)
+			}
+			if c.want == nil {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("Load = %d bytes, %v; want ErrNotFound", len(got), err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, c.want) {
+				t.Fatalf("Load = %d bytes, %v; want the %d bytes the racing Save stored", len(got), err, len(c.want))
+			}
+		})
 	}
 }
 

@@ -3,7 +3,6 @@ package tokenstore
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,10 +21,9 @@ const lockPoll = 10 * time.Millisecond
 // processes hold "the" lock at once.
 type dirLocker struct {
 	dir   string
-	local *Memory // only its in-process Locker is used
+	local *Memory      // only its in-process Locker is used
+	ready func() error // creates dir, or checks it is fit for lock files
 }
-
-func newDirLocker(dir string) *dirLocker { return &dirLocker{dir: dir, local: NewMemory()} }
 
 // lockPath returns the lock file's path for key.
 func (l *dirLocker) lockPath(key string) string {
@@ -38,7 +36,7 @@ func (l *dirLocker) Lock(ctx context.Context, key string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(l.dir, 0o700); err != nil {
+	if err := l.ready(); err != nil {
 		unlockLocal()
 		return nil, fmt.Errorf("tokenstore: lock %q: %w", key, err)
 	}
