@@ -104,7 +104,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, vs := range q {
 		if len(vs) > 1 {
-			fail("invalid_request", "parameter "+k+" given more than once", true)
+			fail("invalid_request", duplicateParam(k), true)
 			return
 		}
 	}
@@ -151,6 +151,22 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, SignInPath+"?req="+id, http.StatusFound)
+}
+
+// duplicateParam describes a repeated parameter for error_description,
+// naming it only when the name is plain: the name comes from the request,
+// and RFC 6749 §5.2 limits error_description to printable ASCII without
+// '"' and '\\'.
+func duplicateParam(name string) string {
+	if len(name) > 32 {
+		return "a parameter was given more than once"
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return "a parameter was given more than once"
+		}
+	}
+	return "parameter " + name + " given more than once"
 }
 
 func printableASCII(s string) bool {

@@ -84,7 +84,7 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) 
 	}
 	for k, vs := range form {
 		if len(vs) > 1 {
-			return nil, oerr(http.StatusBadRequest, "invalid_request", "parameter "+k+" given more than once")
+			return nil, oerr(http.StatusBadRequest, "invalid_request", duplicateParam(k))
 		}
 	}
 	return form, nil
@@ -111,6 +111,8 @@ func (h *Handler) clientFor(w http.ResponseWriter, r *http.Request, form url.Val
 	}
 	c, ok := h.clients[id]
 	if !ok {
+		// RFC 7235 §3.1: every 401 names a scheme.
+		w.Header().Set("WWW-Authenticate", `Basic realm="keyloop"`)
 		return nil, oerr(http.StatusUnauthorized, "invalid_client", "unknown client")
 	}
 	return &c, nil
@@ -184,6 +186,17 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 	}
 	if err := h.cfg.State.Put(ctx, keyCodeUsed+hc, []byte(rec.SessionID), h.cfg.PendingTTL); err != nil {
 		h.log.ErrorContext(ctx, "server: token: storing code-used marker", "err", err)
+	}
+	// The user may have been revoked (RevokeSubject, a Clerk webhook)
+	// between consent and this exchange; a token minted now would carry a
+	// later "iat" and pass RequireToken's subject check.
+	revoked, err := isRevoked(ctx, h.cfg.State, "", rec.Identity.SessionID, rec.Identity.Subject, rec.AuthTime)
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: revocation check", "err", err)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	if revoked {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
 	}
 	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime}
 	resp, e := h.mintAndIssue(ctx, rr, false)

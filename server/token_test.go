@@ -340,3 +340,73 @@ func TestConcurrentRefresh(t *testing.T) {
 		t.Fatalf("winner's token after reuse: %d", st)
 	}
 }
+
+// A revocation between consent and the code exchange (a deleted user, an
+// ended identity session) must stop the exchange: the token it would mint
+// carries a later "iat" and would pass RequireToken's subject check.
+func TestCodeExchangeAfterRevocation(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		revoke func(h *server.Handler) error
+	}{
+		{"subject", func(h *server.Handler) error { return h.RevokeSubject(context.Background(), "u1") }},
+		{"identity session", func(h *server.Handler) error { return h.RevokeIdentitySession(context.Background(), "sess_1") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{configure: func(c *server.Config) {
+				c.Authenticator = fixedAuth{server.Identity{Subject: "u1", SessionID: "sess_1"}}
+			}})
+			code, verifier, redirect := e.codeFlow("mytool")
+			e.clock.Advance(time.Second)
+			if err := tc.revoke(e.h); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(time.Second)
+			st, m, _ := e.postForm(server.TokenPath, url.Values{"grant_type": {"authorization_code"}, "code": {code},
+				"code_verifier": {verifier}, "redirect_uri": {redirect}, "client_id": {"mytool"}})
+			if st != 400 || m["error"] != "invalid_grant" {
+				t.Fatalf("exchange after revocation: %d %v", st, m["error"])
+			}
+		})
+	}
+}
+
+// RFC 7235 §3.1: a 401 carries WWW-Authenticate, also when the unknown
+// client_id came in the form rather than in an Authorization header.
+func TestInvalidClientHasWWWAuthenticate(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, path := range []string{server.TokenPath, server.RevokePath} {
+		st, m, h := e.postForm(path, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}, "token": {"x"}, "client_id": {"nope"}})
+		if st != 401 || m["error"] != "invalid_client" || h.Get("WWW-Authenticate") == "" {
+			t.Fatalf("%s: %d %v WWW-Authenticate=%q", path, st, m, h.Get("WWW-Authenticate"))
+		}
+	}
+}
+
+// RFC 6749 §4.1.2.1 and §5.2: error_description is printable ASCII without
+// '"' and '\', even when the error is about a parameter the request named.
+func TestErrorDescriptionCharset(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	const name = "x\"\\\x1b[31m\u00e9"
+	allowed := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+				return false
+			}
+		}
+		return s != ""
+	}
+	resp, err := noRedirects().Get(authURL(e, map[string][]string{name: {"1", "2"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if q := loc.Query(); q.Get("error") != "invalid_request" || !allowed(q.Get("error_description")) {
+		t.Fatalf("authorize: %d %q", resp.StatusCode, q.Get("error_description"))
+	}
+	st, m, _ := e.postForm(server.TokenPath, url.Values{"grant_type": {"refresh_token"}, name: {"1", "2"}})
+	if desc, _ := m["error_description"].(string); st != 400 || m["error"] != "invalid_request" || !allowed(desc) {
+		t.Fatalf("token: %d %q", st, desc)
+	}
+}

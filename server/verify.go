@@ -160,17 +160,26 @@ func (v *Verifier) keyfunc() (keyfunc.Keyfunc, error) {
 	return k, nil
 }
 
-// Verify checks raw's signature, algorithm, issuer, audience, expiry
-// (required), not-before and issued-at, the Check hook and the revocation
-// markers, and returns its claims. Every refusal wraps ErrInvalidToken; the
-// message never contains the token or unverified claims.
+// Verify checks raw's key ID ("kid" header, required), signature,
+// algorithm, issuer, audience, expiry (required), not-before and issued-at,
+// the Check hook and the revocation markers, and returns its claims. Every
+// refusal wraps ErrInvalidToken; the message never contains the token or
+// unverified claims.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	kf, err := v.keyfunc()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
+	keyFor := kf.KeyfuncCtx(ctx)
 	mc := jwt.MapClaims{}
-	tok, err := v.parser.ParseWithClaims(raw, mc, kf.KeyfuncCtx(ctx))
+	tok, err := v.parser.ParseWithClaims(raw, mc, func(t *jwt.Token) (any, error) {
+		// Without a kid, keyfunc would try every key in the set; tokens
+		// name their key.
+		if kid, _ := t.Header["kid"].(string); kid == "" {
+			return nil, errors.New("no kid header")
+		}
+		return keyFor(t)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, safeJWTError(err))
 	}

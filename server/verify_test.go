@@ -90,6 +90,7 @@ func TestBearerMiddleware(t *testing.T) {
 		{"wrong key, same kid", mint(server.SelfSignedConfig{Audience: aud, Key: other, KeyID: kid}), false},
 		{"unknown kid", mint(server.SelfSignedConfig{Audience: aud, Key: other}), false},
 		{"no kid, wrong key", sign(t, jwt.SigningMethodEdDSA, other, "", claims(nil)), false},
+		{"no kid, right key", sign(t, jwt.SigningMethodEdDSA, e.key, "", claims(nil)), false},
 		{"alg none", sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, kid, claims(nil)), false},
 		{"HS256 with the public key bytes", sign(t, jwt.SigningMethodHS256, pub, kid, claims(nil)), false},
 		{"malformed", "not.a.jwt", false},

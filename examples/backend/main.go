@@ -146,7 +146,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		mux.Handle("POST /webhooks/clerk", wh)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 
 	fmt.Fprintf(stdout, "keyloop backend listening on %s\n", *issuer)
 	errc := make(chan error, 1)

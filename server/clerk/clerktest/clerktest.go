@@ -358,12 +358,7 @@ func (f *Fake) DeleteUser(id string) error {
 // leaves azp out). mutate, when not nil, may change the claims and header
 // before signing, to build malformed tokens for tests.
 func (f *Fake) SessionToken(sessionID, origin string, mutate func(claims jwt.MapClaims, header map[string]any)) (string, error) {
-	f.mu.Lock()
-	s, ok := f.sessions[sessionID]
-	if ok {
-		f.refreshLocked(s)
-	}
-	f.mu.Unlock()
+	s, ok := f.Session(sessionID) // a copy: EndSession may change the original
 	if !ok {
 		return "", fmt.Errorf("clerktest: no session %s", sessionID)
 	}
@@ -401,10 +396,11 @@ func (f *Fake) TemplateToken(sessionID, templateName string, expiresIn time.Dura
 
 func (f *Fake) templateToken(sessionID, templateName string, expiresIn time.Duration) (string, *apiErrorBody) {
 	f.mu.Lock()
-	s, ok := f.sessions[sessionID]
+	var s Session // a copy: EndSession may change the original
 	var u User
+	sp, ok := f.sessions[sessionID]
 	if ok {
-		f.refreshLocked(s)
+		s = *f.refreshLocked(sp)
 		if uu, found := f.users[s.UserID]; found {
 			u = *uu
 		}

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyloop/keyloop/server/clerk/clerktest"
 )
@@ -92,5 +94,36 @@ func TestFrontendAPIOrigins(t *testing.T) {
 		if resp.StatusCode != want || (want == 200 && resp.Header.Get("Access-Control-Allow-Origin") != origin) {
 			t.Errorf("GET /v1/client from %s: %d %v", origin, resp.StatusCode, resp.Header)
 		}
+	}
+}
+
+// The fake's methods are safe for concurrent use: minting tokens while a
+// session ends races on nothing (run with -race).
+func TestConcurrentTokensAndSessionChanges(t *testing.T) {
+	f := clerktest.New(t, clerktest.Options{})
+	u := f.CreateUser("a@example.com")
+	s, err := f.SignIn(u.ID, "http://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			_, _ = f.SessionToken(s.ID, "http://127.0.0.1:1", nil)
+			_, _ = f.TemplateToken(s.ID, "cli", time.Minute)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 2000 {
+			_ = f.RevokeSession(s.ID)
+			_ = f.EndSession(s.ID)
+		}
+	}()
+	wg.Wait()
+	if got, _ := f.Session(s.ID); got.Status != clerktest.StatusEnded {
+		t.Fatalf("status %q", got.Status)
 	}
 }
