@@ -93,7 +93,10 @@ type Config struct {
 	TokenEnv string
 
 	// HTTPClient is used for discovery, token, JWKS and revocation requests.
-	// Nil means a client with a 30 s timeout.
+	// Nil means a client with a 30 s timeout. The Client uses a copy whose
+	// CheckRedirect never follows a redirect of a POST (token, revocation),
+	// so a code or refresh token is never re-sent to another address; other
+	// redirects go to HTTPClient's own CheckRedirect (nil: at most 10).
 	HTTPClient *http.Client
 	// Stdout receives what the user must see (the URL, the confirmation
 	// code). Nil means os.Stderr, so a command's stdout stays clean.
@@ -138,7 +141,7 @@ type Config struct {
 	// kernel-chosen port).
 	ListenAddrs []string
 	// Leeway is the clock skew allowed when checking exp/nbf/iat. Zero means
-	// 30 seconds.
+	// 30 seconds; more than 5 minutes is refused by New.
 	Leeway time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
@@ -190,8 +193,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: ClientID is required", ErrInvalidConfig)
 	case cfg.AppName == "":
 		return nil, fmt.Errorf("%w: AppName is required", ErrInvalidConfig)
-	case cfg.Leeway < 0:
-		return nil, fmt.Errorf("%w: Leeway must not be negative", ErrInvalidConfig)
+	case cfg.Leeway < 0 || cfg.Leeway > maxLeeway:
+		return nil, fmt.Errorf("%w: Leeway must be from 0 to %s", ErrInvalidConfig, maxLeeway)
 	}
 	if err := checkServerURL("Issuer", cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -218,9 +221,7 @@ func New(cfg Config) (*Client, error) {
 		hc: cfg.HTTPClient, out: cfg.Stdout, leeway: cfg.Leeway, now: cfg.Now,
 		refreshSem: make(chan struct{}, 1),
 	}
-	if c.hc == nil {
-		c.hc = &http.Client{Timeout: 30 * time.Second}
-	}
+	c.hc = noPostRedirects(cfg.HTTPClient)
 	if c.out == nil {
 		c.out = os.Stderr
 	}
@@ -231,6 +232,31 @@ func New(cfg Config) (*Client, error) {
 		c.now = time.Now
 	}
 	return c, nil
+}
+
+// noPostRedirects returns a copy of hc (nil: a client with a 30 s timeout)
+// that does not follow redirects of POST requests: 307 and 308 would re-send
+// the body, with its code, verifier or token, to wherever the server points.
+// The caller then sees the 3xx response.
+func noPostRedirects(hc *http.Client) *http.Client {
+	cp := http.Client{Timeout: 30 * time.Second}
+	if hc != nil {
+		cp = *hc
+	}
+	next := cp.CheckRedirect
+	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if via[0].Method != http.MethodGet && via[0].Method != http.MethodHead {
+			return http.ErrUseLastResponse
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cp
 }
 
 // checkListenAddr accepts host:port with a loopback IP literal host and a
@@ -438,3 +464,6 @@ func oauthError(endpoint string, err error) error {
 	}
 	return err
 }
+
+// maxLeeway bounds Config.Leeway: a larger skew would make "exp" meaningless.
+const maxLeeway = 5 * time.Minute

@@ -87,7 +87,7 @@ func (c *Client) fetchMetadata(ctx context.Context, u string) (*metadata, int, e
 	}
 	var md metadata
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(&md); err != nil {
-		return nil, resp.StatusCode, fmt.Errorf("GET %s: malformed metadata: %v", u, err)
+		return nil, resp.StatusCode, fmt.Errorf("GET %s: malformed metadata: %w", u, err)
 	}
 	return &md, resp.StatusCode, nil
 }

@@ -295,17 +295,17 @@ func (c *Client) oauth2Config(md *metadata, redirectURI string) *oauth2.Config {
 
 // listen opens the first usable address of ListenAddrs.
 func (c *Client) listen(ctx context.Context) (net.Listener, error) {
-	var errs []string
+	var errs []error
 	var lc net.ListenConfig
 	for _, a := range c.cfg.ListenAddrs {
 		ln, err := lc.Listen(ctx, "tcp", a)
 		if err == nil {
 			return ln, nil
 		}
-		errs = append(errs, err.Error())
+		errs = append(errs, err)
 	}
-	return nil, fmt.Errorf("clilogin: cannot listen for the browser's callback on %s (%s); free a port or set other listen addresses",
-		strings.Join(c.cfg.ListenAddrs, ", "), strings.Join(errs, "; "))
+	return nil, fmt.Errorf("clilogin: cannot listen for the browser's callback on %s; free a port or set other listen addresses: %w",
+		strings.Join(c.cfg.ListenAddrs, ", "), errors.Join(errs...))
 }
 
 // randomState returns 256 random bits, base64url.
@@ -466,10 +466,13 @@ func (f *flow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.failPage(w, http.StatusConflict, "Already done", "This login has already received its sign-in response. Check your terminal.")
 		return
 	}
+	ended := func() {
+		f.failPage(w, http.StatusGone, "Login no longer running", "The login in your terminal has ended. Run it again.")
+	}
 	select {
 	case f.callbacks <- cb:
 	case <-f.done:
-		f.failPage(w, http.StatusGone, "Login no longer running", "The login in your terminal has ended. Run it again.")
+		ended()
 		return
 	}
 	var res result
@@ -479,7 +482,7 @@ func (f *flow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		select {
 		case res = <-cb.reply:
 		default:
-			f.failPage(w, http.StatusGone, "Login no longer running", "The login in your terminal has ended. Run it again.")
+			ended()
 			return
 		}
 	case <-r.Context().Done():

@@ -40,25 +40,61 @@ func (c *Client) pasteInput() (r io.Reader, echoes bool) {
 	return nil, false
 }
 
+// tooLong stands for a line longer than maxPasteLine; it is not a URL, so it
+// costs a try with "That is not a URL".
+const tooLong = "\x00"
+
 // readLines sends r's lines, trimmed, on the returned channel until r ends
-// (the channel is then closed) or done is closed. A goroutine blocked in r's
-// Read stays blocked until r returns; it then sees done and exits without
+// (the channel is then closed) or done is closed. A line longer than
+// maxPasteLine is read to its end and sent as tooLong. A goroutine blocked in
+// r's Read stays blocked until r returns; it then sees done and exits without
 // sending.
 func readLines(r io.Reader, done <-chan struct{}) <-chan string {
 	ch := make(chan string)
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 4096), maxPasteLine)
-		for sc.Scan() {
+		br := bufio.NewReaderSize(r, 4096)
+		for {
+			line, err := readLine(br)
+			if err != nil && line == "" {
+				return
+			}
 			select {
-			case ch <- strings.TrimSpace(sc.Text()):
+			case ch <- line:
 			case <-done:
+				return
+			}
+			if err != nil {
 				return
 			}
 		}
 	}()
 	return ch
+}
+
+// readLine reads one line, trimmed; tooLong when it exceeds maxPasteLine. The
+// error is io.EOF (or the reader's) when r ended; line is then the last,
+// unterminated line, or "" when there was none.
+func readLine(br *bufio.Reader) (string, error) {
+	var b []byte
+	over := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !over && len(b)+len(chunk) <= maxPasteLine+1 { // +1: the '\n'
+			b = append(b, chunk...)
+		} else {
+			over, b = true, nil
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil && !over && len(b) == 0:
+			return "", err
+		case over:
+			return tooLong, err
+		}
+		return strings.TrimSpace(string(b)), err
+	}
 }
 
 // pasteProblem is a pasted line that is not this login's callback: what to

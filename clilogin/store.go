@@ -98,6 +98,6 @@ func (c *Client) locate(ctx context.Context, st tokenstore.Store) tokenstore.Loc
 func sessionOf(rec *tokenstore.Record, loc tokenstore.Location) *Session {
 	return &Session{
 		Subject: rec.Subject, Account: rec.Account, Issuer: rec.Issuer, Expiry: rec.Expiry,
-		Location: loc, CanRefresh: rec.RefreshToken != "" && rec.TokenEndpoint != "",
+		Location: loc, CanRefresh: canRefresh(rec),
 	}
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -291,6 +294,10 @@ func (c *Client) HTTPClient(ctx context.Context) *http.Client {
 // DELETE, without a body or with GetBody), retries it once. Other requests
 // get the 401 response; the next one uses the refreshed token. A Token error
 // (ErrLoginRequired, …) is returned as the RoundTrip error.
+//
+// When an http.Client follows a redirect to another origin (scheme, host or
+// port differ from the first request's), the redirected request is sent
+// without the token, as net/http does for an Authorization header it copies.
 func (c *Client) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -304,6 +311,9 @@ type transport struct {
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !sameOrigin(firstRequest(req).URL, req.URL) {
+		return t.base.RoundTrip(req)
+	}
 	ctx := req.Context()
 	tok, err := t.c.Token(ctx)
 	if err != nil {
@@ -342,4 +352,32 @@ func replayable(req *http.Request) bool {
 		return false
 	}
 	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// firstRequest follows the chain of redirects that led to req back to the
+// request the caller made.
+func firstRequest(req *http.Request) *http.Request {
+	for req.Response != nil && req.Response.Request != nil {
+		req = req.Response.Request
+	}
+	return req
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(hostPort(a), hostPort(b))
+}
+
+// hostPort is u's host with its port, the scheme's default when none is given.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
