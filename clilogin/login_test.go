@@ -1,7 +1,6 @@
 package clilogin
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,45 +9,27 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyloop/keyloop/internal/confirm"
+	"github.com/keyloop/keyloop/internal/testenv"
 	"github.com/keyloop/keyloop/tokenstore"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type harness struct {
 	t     *testing.T
 	as    *authServer
 	clock *testClock
 	store *tokenstore.Memory
-	out   *syncBuffer
+	out   *testenv.SyncBuffer
 	cfg   Config
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	clock := newClock()
-	h := &harness{t: t, as: newAuthServer(t, clock), clock: clock, store: tokenstore.NewMemory(), out: &syncBuffer{}}
+	h := &harness{t: t, as: newAuthServer(t, clock), clock: clock, store: tokenstore.NewMemory(), out: &testenv.SyncBuffer{}}
 	h.cfg = Config{
 		Issuer: h.as.Issuer, ClientID: testClientID, AppName: "mytool",
 		Store: h.store, Stdout: h.out, Now: clock.Now,

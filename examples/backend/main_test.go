@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,21 +17,40 @@ import (
 	"github.com/keyloop/keyloop/server/clerk/clerktest"
 )
 
-func TestBackend(t *testing.T) {
-	data := filepath.Join(t.TempDir(), "data")
+// startRun runs the backend in-process with args until the test ends, and
+// returns its issuer URL, checked against the contract's first stdout line,
+// and a func that stops it and reports run's error.
+func startRun(t *testing.T, args ...string) (issuer string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-addr", ":0", "-data", data, "-token-ttl", "20s"}, pw) }()
+	go func() { done <- run(ctx, args, pw); pw.Close() }()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		t.Fatalf("backend: %v (%v)", err, <-done)
 	}
+	go io.Copy(io.Discard, pr)
 	m := regexp.MustCompile(`^keyloop backend listening on (http://127\.0\.0\.1:[1-9][0-9]*)\n$`).FindStringSubmatch(line)
 	if m == nil {
+		cancel()
 		t.Fatalf("first line %q", line)
 	}
-	issuer := m[1]
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return m[1], stop
+}
+
+func TestBackend(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	issuer, stop := startRun(t, "-addr", ":0", "-data", data, "-token-ttl", "20s")
+	ctx := context.Background()
 	resp, err := http.Get(issuer + server.MetadataPath)
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +94,7 @@ func TestBackend(t *testing.T) {
 	if resp.StatusCode != 200 || me["sub"] != "dev|x" || me["email"] != "ada@example.com" || me["expiry"] == "" {
 		t.Fatalf("/api/me: %d %v", resp.StatusCode, me)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 }
@@ -95,16 +113,8 @@ func TestBackendClerkMode(t *testing.T) {
 	t.Setenv("CLERK_JWT_TEMPLATE", "")
 	t.Setenv("CLERK_AUDIENCE", "")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, pw) }()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, pr)
-	issuer := strings.TrimSpace(strings.TrimPrefix(line, "keyloop backend listening on "))
+	ctx := context.Background()
+	issuer, stop := startRun(t, "-addr", "127.0.0.1:0", "-data", t.TempDir())
 
 	resp, err := http.Get(issuer + server.MetadataPath)
 	if err != nil {
@@ -152,8 +162,7 @@ func TestBackendClerkMode(t *testing.T) {
 	if code := get(tmpl); code != 401 {
 		t.Fatalf("/api/me after user.deleted: %d; want 401", code)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 }

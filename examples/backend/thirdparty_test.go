@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"html"
@@ -26,17 +25,8 @@ import (
 // cookie jar plays the browser; a loopback server of the client's own
 // catches the redirect.
 func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, pw) }()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, pr)
-	issuer := strings.TrimSpace(strings.TrimPrefix(line, "keyloop backend listening on "))
+	ctx := context.Background()
+	issuer, stop := startRun(t, "-addr", "127.0.0.1:0", "-data", t.TempDir())
 
 	resp, err := http.Get(issuer + server.MetadataPath)
 	if err != nil {
@@ -106,8 +96,7 @@ func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
 	if err != nil || fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken {
 		t.Fatalf("refresh through x/oauth2: err=%v, rotated=%v", err, err == nil && fresh.RefreshToken != tok.RefreshToken)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -67,7 +67,7 @@ func TestMain(m *testing.M) {
 type backendProc struct {
 	URL    string
 	cmd    *exec.Cmd
-	stderr *syncBuffer // the backend's log
+	stderr *testenv.SyncBuffer // the backend's log
 }
 
 // stop stops the backend process (as an outage would).
@@ -84,7 +84,7 @@ func startBackend(t *testing.T, args ...string) *backendProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testenv.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func browserLogin(t *testing.T, m *mytoolEnv, email, button string) (stderr stri
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := m.command(ctx, "login", "--timeout", "50s")
-	var errBuf syncBuffer
+	var errBuf testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &errBuf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -277,23 +277,6 @@ func browserLogin(t *testing.T, m *mytoolEnv, email, button string) (stderr stri
 	_ = chromedp.Do(step, chromedp.WaitReady(chromedp.CSS(`body`)))
 	finalPage, _ = chromedp.Run(step, chromedp.Text(chromedp.CSS(`body`)))
 	return errBuf.String(), code, finalPage
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // keychainItems counts the Secret Service items that hold the login of

@@ -43,7 +43,7 @@ func TestLoginInterrupted(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer stdin.Close()
-			var errBuf syncBuffer
+			var errBuf testenv.SyncBuffer
 			cmd.Stderr = &errBuf
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

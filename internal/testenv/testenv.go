@@ -6,12 +6,14 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,4 +125,26 @@ func RandomString(n int) string {
 		panic(fmt.Sprintf("testenv: %v", err))
 	}
 	return hex.EncodeToString(b)
+}
+
+// SyncBuffer is a bytes.Buffer that is safe for concurrent writes and
+// reads, for capturing a process's or a goroutine's output while a test
+// reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
