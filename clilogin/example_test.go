@@ -13,7 +13,10 @@ import (
 	"os/signal"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/tokenstore"
 )
 
 // A CLI's "login" command: run the browser flow, with a time limit and
@@ -141,4 +144,68 @@ func ExampleClient_Login_paste() {
 		log.Fatal(err)
 	}
 	fmt.Println("Logged in as", sess.Account)
+}
+
+// A CLI's "status" command reads the stored login without any network call.
+// With an in-memory store nothing is stored yet, so the user is told to log
+// in.
+func ExampleClient_Status() {
+	client, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool",
+		Store: tokenstore.NewMemory(), // nil means the OS keychain with a file fallback
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	sess, err := client.Status(context.Background())
+	if errors.Is(err, clilogin.ErrNotLoggedIn) {
+		fmt.Println("not logged in:", err)
+		return
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s until %s (%s)\n", sess.Account, sess.Expiry, sess.Location.Kind)
+	// Output: not logged in: clilogin: not logged in
+}
+
+// A CLI's "logout" command revokes the token at the server and deletes it
+// here. With the server unreachable it still logs out locally and says the
+// server could not be told.
+func ExampleClient_Logout() {
+	client, err := clilogin.New(clilogin.Config{Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	switch err := client.Logout(context.Background()); {
+	case errors.Is(err, clilogin.ErrNotLoggedIn):
+		fmt.Println("not logged in; nothing to do")
+	case errors.Is(err, clilogin.ErrRevocationFailed):
+		fmt.Println("logged out here; the server could not be told:", err)
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Println("logged out")
+	}
+}
+
+// TokenSource plugs the login into anything that takes an
+// oauth2.TokenSource, such as oauth2.NewClient or a gRPC credential.
+func ExampleClient_TokenSource() {
+	os.Setenv("MYTOOL_TOKEN", "example-token")
+	defer os.Unsetenv("MYTOOL_TOKEN")
+	client, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool", TokenEnv: "MYTOOL_TOKEN",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	httpClient := oauth2.NewClient(ctx, client.TokenSource(ctx))
+	_ = httpClient // use it for API calls
+	tok, err := client.TokenSource(ctx).Token()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok.AccessToken)
+	// Output: example-token
 }
