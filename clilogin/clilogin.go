@@ -150,9 +150,11 @@ type Config struct {
 	// HTTPClient) tried to refresh a token that is in its refresh window,
 	// failed, and went on with the old token because it is still valid.
 	// CLIs typically log it ("could not refresh the token: …"). The error
-	// wraps ErrRefreshFailed and never contains a token. Nil means such
-	// failures are not reported (the next call tries again, at most every
-	// 30 seconds per Client).
+	// wraps ErrRefreshFailed and never contains a token. It is also called,
+	// with an error wrapping ErrNotSaved, when a refresh succeeded but the
+	// new login could not be stored; the new token is used all the same.
+	// Nil means such failures are not reported (the next call tries again,
+	// at most every 30 seconds per Client).
 	OnRefreshError func(error)
 }
 
@@ -182,6 +184,11 @@ type Client struct {
 // refreshRetryDelay is how long a Client waits after a failed refresh before
 // it tries again, while the old token is still valid.
 const refreshRetryDelay = 30 * time.Second
+
+// finishRefreshTimeout bounds each of verifying and saving a refreshed
+// login, which run even when the caller's ctx has ended: the server has
+// rotated the refresh token, so the stored one is spent.
+const finishRefreshTimeout = 10 * time.Second
 
 // New checks cfg and returns a Client. It does no I/O.
 func New(cfg Config) (*Client, error) {
@@ -348,6 +355,10 @@ var (
 	// ErrRevocationFailed is returned (wrapped) by Logout when the stored
 	// login was deleted but the server could not be told to revoke it.
 	ErrRevocationFailed = errors.New("clilogin: revocation failed")
+	// ErrNotSaved is reported to Config.OnRefreshError when a refresh
+	// succeeded but the new login could not be stored: the token returned
+	// is valid, but the next run may need a new login.
+	ErrNotSaved = errors.New("clilogin: the refreshed login could not be stored")
 	// ErrTokenFromEnv means the TokenEnv variable is set, so Login and
 	// Logout do not touch storage.
 	ErrTokenFromEnv = errors.New("clilogin: token comes from the environment")

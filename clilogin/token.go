@@ -162,12 +162,23 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 	}
 	fresh, err := c.refresh(ctx, rec)
 	if err == nil {
-		if err := c.save(ctx, st, fresh); err != nil {
-			return nil, err
-		}
 		c.mu.Lock()
 		c.retryRefresh = time.Time{}
 		c.mu.Unlock()
+		// The server has rotated the refresh token: the stored one is now
+		// spent. Save the new one even if ctx ends now (Ctrl+C), or the
+		// login is lost.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishRefreshTimeout)
+		serr := c.save(sctx, st, fresh)
+		cancel()
+		if serr != nil {
+			// This run still has a valid token; only the next one may need
+			// a new login.
+			c.setCached(fresh)
+			if c.cfg.OnRefreshError != nil {
+				c.cfg.OnRefreshError(fmt.Errorf("%w, so the next run may need `%s`: %w", ErrNotSaved, c.loginCommand(), serr))
+			}
+		}
 		return oauthToken(fresh), nil
 	}
 	if ctx.Err() != nil {
@@ -232,7 +243,11 @@ func (c *Client) refresh(ctx context.Context, rec *tokenstore.Record) (*tokensto
 	if iss == "" {
 		iss = rec.Issuer
 	}
-	cl, err := c.verify(ctx, tok.AccessToken, expect{jwksURI: rec.JWKSURI, issuer: iss, audience: rec.Audience})
+	// The server has rotated the refresh token: from here on, finish even
+	// if ctx ends (Ctrl+C), or the login is lost.
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishRefreshTimeout)
+	defer cancel()
+	cl, err := c.verify(vctx, tok.AccessToken, expect{jwksURI: rec.JWKSURI, issuer: iss, audience: rec.Audience})
 	if err != nil {
 		return nil, err
 	}

@@ -425,3 +425,88 @@ func TestTokenEnvOverride(t *testing.T) {
 		t.Errorf("Status with an opaque token = %+v, %v", s, err)
 	}
 }
+
+// failingSaves is a Store whose Save always fails, as a keychain that went
+// away between the load and the save would.
+type failingSaves struct{ tokenstore.Store }
+
+func (failingSaves) Save(context.Context, string, []byte) error {
+	return errors.New("tokenstore: keychain unavailable: the test says so")
+}
+
+// A refresh that succeeded but could not be stored still serves the new
+// token (the old refresh token is spent at the server) and reports
+// ErrNotSaved through the hook.
+func TestTokenRefreshedButNotSaved(t *testing.T) {
+	h := newHarness(t)
+	var hooked []error
+	h.cfg.OnRefreshError = func(err error) { hooked = append(hooked, err) }
+	first := h.login()
+	h.cfg.Store = failingSaves{h.cfg.Store}
+	c := h.client()
+
+	h.clock.Add(50 * time.Minute) // in the refresh window
+	tok, err := c.Token(t.Context())
+	if err != nil {
+		t.Fatalf("Token after a refresh that could not be saved: %v", err)
+	}
+	if h.as.Refreshes.Load() != 1 || tok.AccessToken == first.AccessToken.Reveal() {
+		t.Fatalf("did not serve the refreshed token (refreshes: %d)", h.as.Refreshes.Load())
+	}
+	if len(hooked) != 1 || !errors.Is(hooked[0], ErrNotSaved) || !strings.Contains(hooked[0].Error(), "mytool login") {
+		t.Fatalf("OnRefreshError got %v; want one ErrNotSaved naming the login command", hooked)
+	}
+	h.checkNoSecrets("not-saved report", hooked[0].Error())
+	// The same Client keeps using the refreshed token, not the spent one.
+	if again, err := c.Token(t.Context()); err != nil || again.AccessToken != tok.AccessToken || h.as.Refreshes.Load() != 1 {
+		t.Fatalf("second Token: %v, same token %v, refreshes %d", err, err == nil && again.AccessToken == tok.AccessToken, h.as.Refreshes.Load())
+	}
+}
+
+// cancelAfterRefresh is a RoundTripper that cancels the caller's context
+// as soon as a refresh response has arrived (its body already in memory),
+// as a Ctrl+C between the refresh and the save would.
+type cancelAfterRefresh struct {
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterRefresh) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+	}
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || !strings.Contains(string(body), "grant_type=refresh_token") {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(strings.NewReader(string(b)))
+	c.cancel()
+	return resp, nil
+}
+
+// A Ctrl+C that lands between the refresh and the save does not lose the
+// login: the rotated refresh token is saved all the same.
+func TestTokenRefreshSavedDespiteCancel(t *testing.T) {
+	h := newHarness(t)
+	first := h.login()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	h.cfg.HTTPClient = &http.Client{Transport: cancelAfterRefresh{cancel}}
+	c := h.client()
+
+	h.clock.Add(50 * time.Minute)
+	_, _ = c.Token(ctx) // may report the cancellation; what matters is the store
+	if h.as.Refreshes.Load() != 1 {
+		t.Fatalf("refreshes = %d; want 1", h.as.Refreshes.Load())
+	}
+	stored := h.stored()
+	if stored.RefreshToken == first.RefreshToken || !h.as.RefreshTokenValid(stored.RefreshToken.Reveal()) {
+		t.Fatal("the rotated refresh token was not saved after the context was canceled: the login is lost")
+	}
+}

@@ -116,6 +116,10 @@ func (c *Commands) Client(cmd *cobra.Command) (*clilogin.Client, error) {
 		// The old token is still valid and is used; say so on stderr so a
 		// script's stdout (the token) stays clean.
 		cfg.OnRefreshError = func(err error) {
+			if errors.Is(err, clilogin.ErrNotSaved) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: %v\n", c.app(), err)
+				return
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: could not refresh the token, using the current one until it expires: %v\n", c.app(), err)
 		}
 	}
