@@ -128,7 +128,9 @@ type KeySetPublisher interface {
 	JWKS() ([]byte, error)
 }
 
-// ErrRefreshRefused is wrapped by a Minter that will not mint on refresh.
+// ErrRefreshRefused is wrapped by a Minter that will not mint for the grant's
+// identity any more (on refresh, or at the code exchange when the identity
+// layer's session ended after consent). The handler answers invalid_grant.
 var ErrRefreshRefused = errors.New("server: refresh refused")
 
 // StateStore keeps the handler's short-lived shared state: pending

@@ -420,6 +420,19 @@ func TestMintRefreshRefused(t *testing.T) {
 	}
 }
 
+// A Clerk session that ends between consent and the code exchange is refused
+// (invalid_grant: sign in again), not a server error.
+func TestMintAfterSessionEnded(t *testing.T) {
+	e := newEnv(t, nil)
+	if err := e.fake.EndSession(e.sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.p.Mint(context.Background(), server.Grant{Identity: server.Identity{Subject: e.user.ID, SessionID: e.sess.ID}})
+	if !errors.Is(err, server.ErrRefreshRefused) {
+		t.Fatalf("err = %v, want ErrRefreshRefused", err)
+	}
+}
+
 func TestMintClerkUnreachable(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.Close()

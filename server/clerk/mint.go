@@ -41,11 +41,15 @@ func (p *Provider) Mint(ctx context.Context, g server.Grant) (*server.MintedToke
 		ExpiresInSeconds: &secs,
 	})
 	if err != nil {
-		e := apiError("session.CreateToken", err)
-		if g.Refresh {
-			return nil, refreshError(e)
+		// A session that ended since consent (or since the check above) is
+		// refused (invalid_grant: sign in again); any other failure, such as
+		// an unknown template, stays a server error.
+		if _, serr := p.activeSession(ctx, sid); serr != nil {
+			if rerr := refreshError(serr); errors.Is(rerr, server.ErrRefreshRefused) {
+				return nil, rerr
+			}
 		}
-		return nil, e
+		return nil, apiError("session.CreateToken", err)
 	}
 	if tok.JWT == "" {
 		return nil, &APIError{Op: "session.CreateToken"}
