@@ -17,11 +17,13 @@ test:
 bench:
 	scripts/bench
 
-## lint: gofmt, go vet, staticcheck.
+## lint: gofmt, go vet, staticcheck, and builds for macOS and Windows (keychain code differs per OS).
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt: $$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	GOOS=darwin $(GO) build ./...
+	GOOS=windows $(GO) build ./...
 
 build:
 	mkdir -p bin
