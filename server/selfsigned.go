@@ -312,7 +312,7 @@ func LoadOrCreateSecretFile(path string) ([]byte, error) {
 
 func loadOrCreateFile(path string, create func() ([]byte, error)) ([]byte, error) {
 	for range 3 {
-		b, err := readPrivateFile(path)
+		b, err := readPrivateFile(path, 1<<16)
 		if err == nil || !errors.Is(err, fs.ErrNotExist) {
 			return b, err
 		}
@@ -324,29 +324,17 @@ func loadOrCreateFile(path string, create func() ([]byte, error)) ([]byte, error
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("server: creating %s: %w", dir, err)
 		}
-		tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+		tmp, err := writeTemp(path, data)
 		if err != nil {
 			return nil, fmt.Errorf("server: creating %s: %w", path, err)
 		}
-		_, werr := tmp.Write(data)
-		if werr == nil {
-			werr = tmp.Sync()
+		// Link fails when path exists: a concurrent creator won, and the
+		// loop reads its file.
+		werr := os.Link(tmp, path)
+		if errors.Is(werr, fs.ErrExist) {
+			werr = nil
 		}
-		if cerr := tmp.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr == nil {
-			werr = os.Chmod(tmp.Name(), 0o600)
-		}
-		if werr == nil {
-			// Link fails when path exists: a concurrent creator won, and
-			// the loop reads its file.
-			werr = os.Link(tmp.Name(), path)
-			if errors.Is(werr, fs.ErrExist) {
-				werr = nil
-			}
-		}
-		os.Remove(tmp.Name())
+		os.Remove(tmp)
 		if werr != nil {
 			return nil, fmt.Errorf("server: creating %s: %w", path, werr)
 		}
@@ -354,7 +342,33 @@ func loadOrCreateFile(path string, create func() ([]byte, error)) ([]byte, error
 	return nil, fmt.Errorf("server: creating %s: gave up", path)
 }
 
-func readPrivateFile(path string) ([]byte, error) {
+// writeTemp writes data to a new 0600 file beside path, synced to disk, and
+// returns its name; the caller links or renames it into place.
+func writeTemp(path string, data []byte) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o600)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
+}
+
+// readPrivateFile reads path, refusing a file others may read or one larger
+// than limit bytes.
+func readPrivateFile(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -367,12 +381,12 @@ func readPrivateFile(path string) ([]byte, error) {
 	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("server: %s: mode %v lets others read it; chmod 600", path, st.Mode().Perm())
 	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<16+1))
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("server: %s: %w", path, err)
 	}
-	if len(b) > 1<<16 {
-		return nil, fmt.Errorf("server: %s: larger than 64 KiB", path)
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("server: %s: larger than %d bytes", path, limit)
 	}
 	return b, nil
 }

@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	addr := fs.String("addr", "127.0.0.1:8787", "listen address HOST:PORT (`:0` picks a free port on 127.0.0.1)")
-	data := fs.String("data", defaultDataDir(), "directory for the dev signing key and dev cookie key")
+	data := fs.String("data", defaultDataDir(), "directory for the dev keys and the login state (pending sign-ins, refresh tokens, revocations)")
 	ttl := fs.Duration("token-ttl", 168*time.Hour, "lifetime of minted access tokens")
 	issuer := fs.String("issuer", "", "issuer URL to publish (default: http:// plus the listen address)")
 	if err := fs.Parse(args); err != nil {
@@ -123,7 +123,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		logger.Info("backend: dev mode", "data", *data)
 	}
 
+	// Logins survive a restart: the handler's state is kept under -data.
+	state, err := server.NewFileStateStore(server.FileStateConfig{Path: filepath.Join(*data, "state.json")})
+	if err != nil {
+		return err
+	}
 	h, err := server.New(server.Config{
+		State:         state,
 		Issuer:        *issuer,
 		Clients:       []server.Client{{ID: "mytool", Name: "mytool"}},
 		Authenticator: authn,

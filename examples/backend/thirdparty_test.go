@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -27,21 +28,85 @@ import (
 func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
 	ctx := context.Background()
 	issuer, stop := startRun(t, "-addr", "127.0.0.1:0", "-data", t.TempDir())
+	conf, tok := thirdPartyLogin(t, issuer, "grace@example.com")
 
+	api := conf.Client(ctx, tok)
+	resp, err := api.Get(issuer + "/api/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me map[string]string
+	json.NewDecoder(resp.Body).Decode(&me)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || me["email"] != "grace@example.com" {
+		t.Fatalf("/api/me: %s %v", resp.Status, me)
+	}
+	// x/oauth2's own refresh works against the backend too.
+	refresh(t, conf, tok)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Logins survive a restart of the backend: its state lives under -data, so a
+// refresh token issued before the restart still refreshes after it, and
+// stays single-use.
+func TestBackendKeepsLoginsAcrossRestarts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	data := t.TempDir()
+
+	issuer, stop := startRun(t, "-addr", addr, "-data", data)
+	conf, tok := thirdPartyLogin(t, issuer, "grace@example.com")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	issuer2, _ := startRun(t, "-addr", addr, "-data", data)
+	if issuer2 != issuer {
+		t.Fatalf("issuer changed across the restart: %s, %s", issuer, issuer2)
+	}
+	refresh(t, conf, tok)
+	// The rotated-away refresh token is refused after the restart too.
+	old := *tok
+	old.Expiry = time.Now().Add(-time.Minute)
+	if _, err := conf.TokenSource(context.Background(), &old).Token(); err == nil {
+		t.Fatal("a spent refresh token refreshed again after the restart")
+	}
+}
+
+// refresh makes x/oauth2 refresh tok and checks the refresh token rotated.
+func refresh(t *testing.T, conf *oauth2.Config, tok *oauth2.Token) *oauth2.Token {
+	t.Helper()
+	stale := *tok
+	stale.Expiry = time.Now().Add(-time.Minute) // make x/oauth2 refresh it
+	fresh, err := conf.TokenSource(context.Background(), &stale).Token()
+	if err != nil || fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken {
+		t.Fatalf("refresh through x/oauth2: err=%v, rotated=%v", err, err == nil && fresh.RefreshToken != tok.RefreshToken)
+	}
+	return fresh
+}
+
+// thirdPartyLogin signs email in at issuer as a plain x/oauth2 client that
+// knows only the issuer URL, and returns its config and token.
+func thirdPartyLogin(t *testing.T, issuer, email string) (*oauth2.Config, *oauth2.Token) {
+	t.Helper()
 	resp, err := http.Get(issuer + server.MetadataPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var md struct{ Issuer, AuthorizationEndpoint, TokenEndpoint string }
 	var raw map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	md.Issuer, _ = raw["issuer"].(string)
-	md.AuthorizationEndpoint, _ = raw["authorization_endpoint"].(string)
-	md.TokenEndpoint, _ = raw["token_endpoint"].(string)
-	if md.Issuer != issuer || md.AuthorizationEndpoint == "" || md.TokenEndpoint == "" {
+	authURL, _ := raw["authorization_endpoint"].(string)
+	tokenURL, _ := raw["token_endpoint"].(string)
+	if raw["issuer"] != issuer || authURL == "" || tokenURL == "" {
 		t.Fatalf("metadata %v", raw)
 	}
 
@@ -53,7 +118,7 @@ func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
 	defer cb.Close()
 	conf := &oauth2.Config{
 		ClientID:    "mytool",
-		Endpoint:    oauth2.Endpoint{AuthURL: md.AuthorizationEndpoint, TokenURL: md.TokenEndpoint, AuthStyle: oauth2.AuthStyleInParams},
+		Endpoint:    oauth2.Endpoint{AuthURL: authURL, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
 		RedirectURL: cb.URL + "/callback",
 	}
 	verifier := oauth2.GenerateVerifier()
@@ -62,7 +127,7 @@ func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar}
 	page := get(t, browser, conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)))
-	page = submit(t, browser, page, url.Values{"email": {"grace@example.com"}})
+	page = submit(t, browser, page, url.Values{"email": {email}})
 	if !strings.Contains(page.body, "Authorize") {
 		t.Fatalf("no consent page after sign-in:\n%s", page.body)
 	}
@@ -71,34 +136,14 @@ func TestThirdPartyClientLogsInFromMetadataAlone(t *testing.T) {
 	if q.Get("state") != state || q.Get("iss") != issuer || q.Get("code") == "" {
 		t.Fatalf("callback state=%q iss=%q code present=%v", q.Get("state"), q.Get("iss"), q.Get("code") != "")
 	}
-
-	tok, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	tok, err := conf.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(verifier))
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
 	if tok.RefreshToken == "" || tok.Expiry.IsZero() {
 		t.Fatalf("token response lacks a refresh token or expiry")
 	}
-	api := conf.Client(ctx, tok)
-	resp, err = api.Get(issuer + "/api/me")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var me map[string]string
-	json.NewDecoder(resp.Body).Decode(&me)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || me["email"] != "grace@example.com" {
-		t.Fatalf("/api/me: %s %v", resp.Status, me)
-	}
-	// x/oauth2's own refresh works against the backend too.
-	tok.Expiry = time.Now().Add(-time.Minute) // make x/oauth2 refresh it
-	fresh, err := conf.TokenSource(ctx, tok).Token()
-	if err != nil || fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken {
-		t.Fatalf("refresh through x/oauth2: err=%v, rotated=%v", err, err == nil && fresh.RefreshToken != tok.RefreshToken)
-	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	return conf, tok
 }
 
 type page struct {
