@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -439,8 +440,9 @@ func TestLoginListenAddrs(t *testing.T) {
 		h := newHarness(t)
 		h.cfg.ListenAddrs = []string{busy.Addr().String()}
 		_, err = h.client().Login(t.Context())
-		if err == nil || !strings.Contains(err.Error(), "cannot listen") {
-			t.Errorf("err = %v", err)
+		// The listen error wraps the OS errors, so callers can tell a busy port.
+		if !errors.Is(err, syscall.EADDRINUSE) || !strings.HasPrefix(err.Error(), "clilogin: ") || !strings.Contains(err.Error(), "cannot listen") {
+			t.Errorf("err = %v, want a clilogin error wrapping EADDRINUSE", err)
 		}
 	})
 }

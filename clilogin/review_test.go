@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -155,21 +153,6 @@ func TestNewLeewayBounded(t *testing.T) {
 		if l > maxLeeway && !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("Leeway %s: err = %v, want ErrInvalidConfig", l, err)
 		}
-	}
-}
-
-// The listen error wraps the OS errors, so callers can tell a busy port.
-func TestLoginListenErrorWraps(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	h := newHarness(t)
-	h.cfg.ListenAddrs = []string{busy.Addr().String()}
-	_, err = h.client().Login(t.Context())
-	if !errors.Is(err, syscall.EADDRINUSE) || !strings.HasPrefix(err.Error(), "clilogin: ") {
-		t.Errorf("Login = %v, want a clilogin error wrapping EADDRINUSE", err)
 	}
 }
 
