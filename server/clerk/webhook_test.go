@@ -96,17 +96,7 @@ func TestWebhookRefusals(t *testing.T) {
 	e := newEnv(t, nil)
 	srv, rev := webhookServer(t, e)
 	body := clerktest.WebhookEvent("user.deleted", map[string]any{"id": e.user.ID})
-	post := func(h http.Header, b []byte) int {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(b))
-		req.Header = h
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(h http.Header, b []byte) int { t.Helper(); return postWebhook(t, srv.URL, h, b) }
 	now := e.clock.Now()
 	otherSecret, err := svix.NewWebhook("whsec_c2VjcmV0LW9mLWFub3RoZXItZW5kcG9pbnQ=")
 	if err != nil {
@@ -195,16 +185,7 @@ func TestWebhookRetryAfterFailure(t *testing.T) {
 	srv, rev := webhookServer(t, e)
 	rev.failNext = errors.New("state store down")
 	body := clerktest.WebhookEvent("user.deleted", map[string]any{"id": e.user.ID})
-	post := func(h http.Header) int {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(body))
-		req.Header = h
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(h http.Header) int { t.Helper(); return postWebhook(t, srv.URL, h, body) }
 	if got := post(e.fake.SignWebhook("msg_r", e.clock.Now(), body)); got != 500 {
 		t.Fatalf("failing revoker: status %d, want 500", got)
 	}
@@ -239,4 +220,17 @@ func TestMemoryReplayGuard(t *testing.T) {
 	if first, _ := g.Claim(ctx, "a", clock.Now().Add(time.Minute)); !first {
 		t.Fatal("claim after release refused")
 	}
+}
+
+// postWebhook POSTs body with the headers h to url and returns the status.
+func postWebhook(t *testing.T, url string, h http.Header, body []byte) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header = h
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
