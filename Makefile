@@ -17,8 +17,10 @@ test:
 bench:
 	scripts/bench
 
-## lint: gofmt, go vet, staticcheck, and builds for macOS and Windows (keychain code differs per OS).
+## lint: gofmt, go vet, staticcheck, builds for macOS and Windows (keychain code differs per OS), and
+## go.mod's go line (scripts/check-go-line: the oldest Go the dependencies need, stated in README.md).
 lint:
+	GO=$(GO) scripts/check-go-line
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt: $$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
