@@ -98,8 +98,10 @@ type Config struct {
 	// so a code or refresh token is never re-sent to another address; other
 	// redirects go to HTTPClient's own CheckRedirect (nil: at most 10).
 	HTTPClient *http.Client
-	// Stdout receives what the user must see (the URL, the confirmation
-	// code). Nil means os.Stderr, so a command's stdout stays clean.
+	// Stdout receives what Login prints for the user (the URL, the
+	// confirmation code, progress, paste-mode prompts). Nil means os.Stderr,
+	// not os.Stdout, so a command's standard output stays clean for its own
+	// results (cobralogin passes the command's ErrOrStderr).
 	Stdout io.Writer
 	// OpenBrowser opens url in a browser. Nil means $BROWSER when set (a
 	// command; "%s" in it is replaced by the URL, else the URL is appended),
@@ -310,18 +312,31 @@ func checkServerURL(what, raw string) error {
 	return nil
 }
 
-// Session describes a stored login.
+// Session describes a stored login, as Login and Status return it. Subject,
+// Account and Expiry come from the access token's verified claims (for the
+// TokenEnv override, unverified: see Location).
 type Session struct {
+	// Subject is the access token's "sub": the user's stable ID at the
+	// server.
 	Subject string
-	Account string // e-mail or name when the token carries one
-	Issuer  string
-	Expiry  time.Time
+	// Account is a name to show the user: the token's "email", else
+	// "preferred_username", else "name"; empty when it carries none of them.
+	Account string
+	// Issuer is the authorization server the login belongs to
+	// (Config.Issuer).
+	Issuer string
+	// Expiry is the access token's "exp". When CanRefresh is true, Token
+	// refreshes the token before then (in the last quarter of its lifetime).
+	Expiry time.Time
 	// Location is where the token is kept: the store's Location when it
 	// implements tokenstore.Locator (else the zero Location), or KindEnv for
 	// the TokenEnv override. For KindEnv, Subject, Account, Issuer and
 	// Expiry are decoded from the token WITHOUT verifying it, for display
 	// only; they may be empty when the token is not a JWT.
-	Location   tokenstore.Location
+	Location tokenstore.Location
+	// CanRefresh reports whether the login holds a refresh token (and the
+	// server a token endpoint), so Token can renew it after Expiry without
+	// a new browser login. Always false for KindEnv.
 	CanRefresh bool
 }
 
@@ -339,7 +354,7 @@ var (
 	// ErrStateMismatch means a callback that ended the flow did not belong
 	// to it. Callbacks with a wrong state do not end a login (they get a
 	// 400 and the login waits on); it is returned where a callback must be
-	// judged on its own, such as a pasted URL (issue 6).
+	// judged on its own, such as a URL pasted in paste mode.
 	ErrStateMismatch = errors.New("clilogin: state mismatch")
 	// ErrIssuerMismatch means the callback's "iss" (RFC 9207) or the
 	// metadata's "issuer" is not the configured issuer: a mix-up attack or
@@ -388,7 +403,7 @@ type ServerError struct {
 	Endpoint    string // "token" or "revocation"
 	Status      int    // HTTP status code
 	Code        string // RFC 6749 error code, e.g. "invalid_grant"; empty when the body had none
-	Description string
+	Description string // error_description, may be empty
 }
 
 func (e *ServerError) Error() string {

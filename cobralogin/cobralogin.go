@@ -51,6 +51,8 @@ type Commands struct {
 	server  string
 	profile string
 
+	// Login, Logout, Status and Token are the added commands, for changing
+	// their help text or hiding one.
 	Login, Logout, Status, Token *cobra.Command
 }
 

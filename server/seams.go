@@ -75,6 +75,7 @@ var ErrResponded = errors.New("server: authenticator wrote the response")
 
 // Grant is what a Minter is asked to turn into an access token.
 type Grant struct {
+	// Identity is the browser user the Authenticator signed in.
 	Identity Identity
 	// ClientID is the OAuth client the token is for.
 	ClientID string

@@ -63,15 +63,15 @@ type VerifierConfig struct {
 
 // Claims are the verified claims of an access token.
 type Claims struct {
-	Issuer    string
-	Subject   string
-	Audience  []string
-	Expiry    time.Time
-	IssuedAt  time.Time
-	Email     string
-	Name      string
-	SessionID string // "sid"
-	ClientID  string // "client_id", else "azp"
+	Issuer    string    // "iss"
+	Subject   string    // "sub": the user's stable ID
+	Audience  []string  // "aud", empty when the token has none
+	Expiry    time.Time // "exp"
+	IssuedAt  time.Time // "iat", zero when absent
+	Email     string    // "email", empty when absent
+	Name      string    // "name", empty when absent
+	SessionID string    // "sid"
+	ClientID  string    // "client_id", else "azp"
 	// Raw holds all claims as decoded from JSON.
 	Raw map[string]any
 }

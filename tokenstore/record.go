@@ -46,17 +46,17 @@ const RecordVersion = 1
 // Record is what a CLI login keeps: the tokens and what is needed to refresh
 // and revoke them without asking the server's metadata again.
 type Record struct {
-	AccessToken  Secret
-	RefreshToken Secret // empty when the server issued none
-	TokenType    string // "Bearer" when empty
-	Expiry       time.Time
+	AccessToken  Secret    // the access token (a JWT for keyloop servers)
+	RefreshToken Secret    // empty when the server issued none
+	TokenType    string    // "Bearer" when empty
+	Expiry       time.Time // the access token's expiry
 	IssuedAt     time.Time // when the access token was issued; Expiry-IssuedAt is its lifetime
 
 	Issuer             string // the authorization server's issuer URL
-	ClientID           string
-	TokenEndpoint      string
+	ClientID           string // the OAuth client ID the tokens were issued to
+	TokenEndpoint      string // where refresh_token grants go
 	RevocationEndpoint string // empty when the server has none
-	JWKSURI            string
+	JWKSURI            string // where the keys verifying access tokens are
 	TokenIssuer        string // expected "iss" of access tokens; Issuer when empty
 	Audience           string // expected "aud" of access tokens; unchecked when empty
 

@@ -54,6 +54,7 @@ const (
 
 // Location says where the value under a key is kept.
 type Location struct {
+	// Kind is the kind of storage: KindKeychain, KindFile, KindEnv, ….
 	Kind Kind
 	// Path is the file's path when Kind is KindFile, else empty.
 	Path string

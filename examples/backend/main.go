@@ -54,11 +54,14 @@ func main() {
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	addr := fs.String("addr", "127.0.0.1:8787", "listen address HOST:PORT (`:0` picks a free port on 127.0.0.1)")
+	addr := fs.String("addr", "127.0.0.1:8787", "listen address `HOST:PORT`; an empty HOST means 127.0.0.1, and port 0 (as in 127.0.0.1:0 or :0) picks a free port")
 	data := fs.String("data", defaultDataDir(), "directory for the dev keys and the login state (pending sign-ins, refresh tokens, revocations)")
 	ttl := fs.Duration("token-ttl", 168*time.Hour, "lifetime of minted access tokens")
 	issuer := fs.String("issuer", "", "issuer URL to publish (default: http:// plus the listen address)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage was printed
+		}
 		return err
 	}
 	if *ttl <= 0 {

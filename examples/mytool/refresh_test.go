@@ -27,7 +27,7 @@ func claimTime(t *testing.T, c map[string]any, name string) time.Time {
 // sleepUntil sleeps until at, plus a little.
 func sleepUntil(at time.Time) { time.Sleep(time.Until(at) + 300*time.Millisecond) }
 
-// The refresh behaviour of issue 4, end to end with short-lived tokens:
+// The refresh behaviour, end to end with short-lived tokens:
 // `mytool token` refreshes in the last quarter of the lifetime and not
 // before; concurrent processes in the window cause one refresh; with the
 // backend down a still-valid token is served; an expired one needs a login.

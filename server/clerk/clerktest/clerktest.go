@@ -115,22 +115,22 @@ type Options struct {
 
 // User is a user of the fake instance.
 type User struct {
-	ID        string
-	Email     string
-	FirstName string
-	LastName  string
+	ID        string // "user_…", the "sub" of Clerk's tokens
+	Email     string // the primary e-mail address
+	FirstName string // may be empty
+	LastName  string // may be empty
 }
 
 // Session is a session of the fake instance.
 type Session struct {
-	ID       string
-	ClientID string
-	UserID   string
-	Status   string
+	ID       string // "sess_…", the "sid" of session tokens
+	ClientID string // the Clerk client (browser) the session belongs to
+	UserID   string // the User's ID
+	Status   string // "active", "ended", "revoked", … as Clerk reports it
 	// Origin is the origin the browser signed in from; it becomes "azp".
 	Origin    string
-	CreatedAt time.Time
-	ExpireAt  time.Time
+	CreatedAt time.Time // when the session was created
+	ExpireAt  time.Time // when Clerk ends it
 }
 
 // Fake is a running fake Clerk instance. Its methods are safe for concurrent
