@@ -257,9 +257,32 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.Identity, p.AuthTime = ident, h.cfg.Now()
-		if err := h.putJSON(ctx, keyPending+id, p, p.Expires.Sub(h.cfg.Now())); err != nil {
+		ttl := p.Expires.Sub(h.cfg.Now())
+		nb, err := json.Marshal(p)
+		if err != nil {
+			h.log.ErrorContext(ctx, "server: signin: encoding pending authorization", "err", err)
+			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the sign-in.")
+			return
+		}
+		if ttl <= 0 {
+			expired()
+			return
+		}
+		// Only over the very record this request read: a concurrent consent
+		// decision may have taken it (a code is out), or another sign-in
+		// may have stored an identity; a plain Put would bring the request
+		// back to life.
+		swapped, err := h.cfg.State.CompareAndSwap(ctx, keyPending+id, b, nb, ttl)
+		if err != nil {
 			h.log.ErrorContext(ctx, "server: signin: storing identity", "err", err)
 			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the sign-in.")
+			return
+		}
+		if !swapped {
+			// Show whatever the request has become: the consent page, or
+			// "expired or already used".
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, action, http.StatusSeeOther)
 			return
 		}
 		if r.Method == http.MethodPost {

@@ -126,6 +126,21 @@ func (s *FileStateStore) Delete(ctx context.Context, key string) error {
 	return s.persist()
 }
 
+// CompareAndSwap implements StateStore. A swap is in the file before
+// CompareAndSwap reports it.
+func (s *FileStateStore) CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	swapped, err := s.mem.CompareAndSwap(ctx, key, old, value, ttl)
+	if err != nil || !swapped {
+		return false, err
+	}
+	if err := s.persist(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // persist writes the unexpired entries to the file. s.mu must be held.
 func (s *FileStateStore) persist() error {
 	f := stateFile{Version: 1, Entries: map[string]stateFileEntry{}}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -43,9 +44,16 @@ func (s *MemoryStateStore) Put(ctx context.Context, key string, value []byte, tt
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.store(now, key, value, ttl)
+	return nil
+}
+
+// store puts or (ttl ≤ 0) removes key, sweeping expired entries at most
+// every sweepEvery. s.mu must be held.
+func (s *MemoryStateStore) store(now time.Time, key string, value []byte, ttl time.Duration) {
 	if ttl <= 0 {
 		delete(s.m, key)
-		return nil
+		return
 	}
 	if now.Sub(s.lastSweep) >= sweepEvery {
 		for k, e := range s.m {
@@ -55,8 +63,26 @@ func (s *MemoryStateStore) Put(ctx context.Context, key string, value []byte, tt
 		}
 		s.lastSweep = now
 	}
-	s.m[key] = memEntry{value: append([]byte(nil), value...), expires: now.Add(ttl)}
-	return nil
+	s.m[key] = memEntry{value: append([]byte{}, value...), expires: now.Add(ttl)}
+}
+
+// CompareAndSwap implements StateStore.
+func (s *MemoryStateStore) CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("server: state compare-and-swap: %w", err)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if ok && !now.Before(e.expires) {
+		ok = false
+	}
+	if old == nil && ok || old != nil && (!ok || !bytes.Equal(old, e.value)) {
+		return false, nil
+	}
+	s.store(now, key, value, ttl)
+	return true, nil
 }
 
 // Get implements StateStore.

@@ -135,12 +135,29 @@ type KeySetPublisher interface {
 var ErrRefreshRefused = errors.New("server: refresh refused")
 
 // StateStore keeps the handler's short-lived shared state: pending
-// authorizations, single-use codes, login sessions, rotated refresh tokens.
-// Running several instances of the handler needs a shared StateStore
-// (NewMemoryStateStore only serves one process).
+// authorizations, single-use codes, login sessions, rotated refresh tokens,
+// revocation markers. Running several instances of the handler needs a
+// shared StateStore (NewMemoryStateStore and NewFileStateStore only serve one
+// process; server/redisstate serves many).
 //
-// Implementations must be safe for concurrent use; values are opaque bytes
-// that implementations must not log.
+// The contract, checked by the conformance suite in server/statetest:
+//   - Keys are non-empty strings (the handler's are printable ASCII, at most
+//     a few hundred bytes); values are opaque bytes, possibly empty, stored
+//     and returned unchanged. Implementations must not log values, and must
+//     not keep or modify the caller's slices (they copy).
+//   - Every record has a TTL: it is gone once its TTL has passed. A ttl ≤ 0
+//     given to Put or CompareAndSwap removes the key instead of storing.
+//     Expired records are never returned, by any method.
+//   - Take and CompareAndSwap are atomic with respect to every other method,
+//     across all processes sharing the store.
+//   - Absent and expired keys are reported with an error wrapping
+//     ErrStateNotFound, and only they: a store that cannot answer (down,
+//     slow, unreadable) returns another error, preferably wrapping
+//     ErrStateUnavailable, never ErrStateNotFound.
+//   - A ctx that is already done gets an error wrapping ctx.Err() and
+//     changes nothing. Implementations bound each call's duration.
+//
+// Implementations must be safe for concurrent use.
 type StateStore interface {
 	// Put stores value under key for ttl, replacing any previous value.
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
@@ -152,8 +169,24 @@ type StateStore interface {
 	Take(ctx context.Context, key string) ([]byte, error)
 	// Delete removes key; a missing key is not an error.
 	Delete(ctx context.Context, key string) error
+	// CompareAndSwap stores value under key for ttl (a ttl ≤ 0 removes the
+	// key) if and only if the key currently holds exactly old, and reports
+	// whether it did, in one atomic step. A nil old means "only if the key
+	// is absent or expired" (put-if-absent); a non-nil empty old matches a
+	// stored empty value, not an absent key. Of several concurrent
+	// CompareAndSwaps from the same old value, exactly one swaps. A value
+	// that does not match is not an error: swapped is false and err nil.
+	CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (swapped bool, err error)
 }
 
 // ErrStateNotFound is wrapped by StateStore methods when a key is absent or
 // expired.
 var ErrStateNotFound = errors.New("server: state not found")
+
+// ErrStateUnavailable is wrapped by StateStore implementations when the
+// store could not be reached or did not answer in time (a network failure,
+// a timeout, a server that refuses commands). The handler answers
+// temporarily_unavailable (HTTP 503 with Retry-After) to any StateStore
+// error other than ErrStateNotFound; this sentinel lets applications tell
+// an outage from other failures in their own code and logs.
+var ErrStateUnavailable = errors.New("server: state store unavailable")
