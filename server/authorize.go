@@ -30,6 +30,10 @@ type pendingAuth struct {
 	Expires     time.Time `json:"expires"`
 	Identity    *Identity `json:"identity,omitempty"`
 	AuthTime    time.Time `json:"auth_time"`
+	// Device and UserCode are set for a device authorization (DevicePath):
+	// the device record's key part and the user code as shown.
+	Device   string `json:"device,omitempty"`
+	UserCode string `json:"user_code,omitempty"`
 }
 
 // codeRecord is what an authorization code stands for.
@@ -188,6 +192,8 @@ func isS256Challenge(s string) bool {
 
 type consentPage struct {
 	ClientName, Account, Code, Action, CSRFField, CSRFToken string
+	// Device is true for a device authorization: Code is the user code.
+	Device bool
 }
 
 // signIn serves SignInPath: the Authenticator's sign-in step, then the
@@ -305,6 +311,10 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		expired() // a concurrent decision won
 		return
 	}
+	if p.Device != "" {
+		h.deviceDecide(w, r, p, client, decision == "authorize")
+		return
+	}
 	redirect, err := url.Parse(p.RedirectURI)
 	if err != nil {
 		h.pages.error(w, http.StatusInternalServerError, "Server error", "The stored redirect address is unusable.")
@@ -330,15 +340,12 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) consent(w http.ResponseWriter, p pendingAuth, client Client, action string) {
-	account := p.Identity.Email
-	if account == "" {
-		account = p.Identity.Name
-	}
-	if account == "" {
-		account = p.Identity.Subject
+	code := confirm.Code(p.State)
+	if p.Device != "" {
+		code = p.UserCode
 	}
 	h.pages.render(w, http.StatusOK, "consent.html", consentPage{
-		ClientName: client.Name, Account: account, Code: confirm.Code(p.State),
-		Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF,
+		ClientName: client.Name, Account: accountName(p.Identity), Code: code,
+		Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF, Device: p.Device != "",
 	})
 }

@@ -29,7 +29,8 @@ const (
 )
 
 // Client is a registered OAuth client (a CLI). All clients are public
-// clients: no secret, PKCE S256 required, loopback redirect URIs only.
+// clients: no secret, PKCE S256 required, loopback redirect URIs only; those
+// with DeviceFlow may also log in with the device authorization grant.
 type Client struct {
 	// ID is the client_id. Required; 1–64 characters from [A-Za-z0-9._-].
 	ID string
@@ -39,6 +40,10 @@ type Client struct {
 	// RedirectHosts narrows the loopback hosts the client may use, from
 	// "127.0.0.1", "[::1]" and "localhost". Empty means all three.
 	RedirectHosts []string
+	// DeviceFlow lets the client use the device authorization grant (RFC
+	// 8628, see Config.DeviceFlow) besides the browser login. False means
+	// the device endpoints refuse it with unauthorized_client.
+	DeviceFlow bool
 }
 
 // Brand customizes the pages the handler renders.
@@ -90,12 +95,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Brand customizes page titles and colors.
 	Brand Brand
+	// DeviceFlow configures the device authorization grant (RFC 8628) for
+	// the clients that opt in with Client.DeviceFlow; its zero value is
+	// sound (10-minute codes, 5 s polling, rate-limited user code entry).
+	DeviceFlow DeviceFlowConfig
 	// Templates, when set, replaces built-in page templates by file name:
 	// "layout.html" (defines "layout", calling "title" and "content"),
-	// "consent.html", "error.html" and "signin.html" (DevAuthenticator's
-	// sign-in page; each defines "title" and "content"). Files it lacks keep
-	// the built-in version. Nil means the built-ins. Authenticators render
-	// their pages through SignInPrompt.Render, so they follow these too.
+	// "consent.html", "error.html", "signin.html" (DevAuthenticator's
+	// sign-in page), "device.html" (the device flow's code entry) and
+	// "device-done.html" (its result); each defines "title" and "content".
+	// Files it lacks keep the built-in version. Nil means the built-ins.
+	// Authenticators render their pages through SignInPrompt.Render, so
+	// they follow these too.
 	Templates fs.FS
 }
 
@@ -165,6 +176,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.DeviceFlow, err = c.DeviceFlow.withDefaults(c.Issuer); err != nil {
+		return c, err
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

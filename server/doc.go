@@ -16,9 +16,17 @@
 //	GET      /.well-known/oauth-authorization-server  RFC 8414 metadata
 //	GET      /oauth/authorize                         authorization request
 //	GET,POST /oauth/signin?req=ID                     sign-in and consent
-//	POST     /oauth/token                             authorization_code, refresh_token
+//	POST     /oauth/token                             authorization_code, refresh_token, device_code
 //	POST     /oauth/revoke                            RFC 7009 revocation
 //	GET      /oauth/jwks                              public keys (KeySetPublisher minters)
+//	POST     /oauth/device_authorization              RFC 8628 device authorization
+//	GET,POST /oauth/device                            RFC 8628 verification page (user code entry)
+//
+// The device authorization grant (RFC 8628) is offered to clients with
+// Client.DeviceFlow: the CLI shows a short user code and the verification
+// page's address and polls the token endpoint, while the user enters the
+// code on any device, signs in through the same Authenticator and approves
+// on the same consent page; see DeviceFlowConfig.
 //
 // Refresh tokens are opaque, stored only as hashes, bound to the client and
 // to the login session (one browser sign-in), rotated on every use, and

@@ -38,8 +38,9 @@ const browserCookie = "keyloop_browser"
 const maxFormBytes = 64 << 10
 
 // Handler is the authorization server: an http.Handler serving the routes
-// MetadataPath, AuthorizePath, SignInPath, TokenPath, RevokePath and
-// JWKSPath, mounted at the application root, e.g.
+// MetadataPath, AuthorizePath, SignInPath, TokenPath, RevokePath, JWKSPath,
+// DeviceAuthorizationPath and DevicePath, mounted at the application root,
+// e.g.
 //
 //	mux.Handle(server.MetadataPath, h)
 //	mux.Handle("/oauth/", h)
@@ -110,11 +111,14 @@ func New(cfg Config) (*Handler, error) {
 		"jwks_uri":                                       jwksURI,
 		"revocation_endpoint":                            cfg.Issuer + RevokePath,
 		"response_types_supported":                       []string{"code"},
-		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                          h.grantTypes(),
 		"code_challenge_methods_supported":               []string{"S256"},
 		"token_endpoint_auth_methods_supported":          []string{"none"},
 		"revocation_endpoint_auth_methods_supported":     []string{"none"},
 		"authorization_response_iss_parameter_supported": true,
+	}
+	if h.deviceFlowEnabled() {
+		md["device_authorization_endpoint"] = cfg.Issuer + DeviceAuthorizationPath
 	}
 	if ki.TokenIssuer != "" {
 		md["access_token_issuer"] = ki.TokenIssuer
@@ -160,6 +164,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.token(w, r)
 	case RevokePath:
 		h.revoke(w, r)
+	case DeviceAuthorizationPath:
+		h.deviceAuthorization(w, r)
+	case DevicePath:
+		h.deviceVerify(w, r)
 	default:
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		http.NotFound(w, r)

@@ -21,10 +21,11 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// clock is an injectable clock.
+// clock is an injectable clock. It stands still unless Run was called.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu    sync.Mutex
+	t     time.Time
+	since time.Time // set by Run: Now adds the real time elapsed since
 }
 
 func newClock() *clock { return &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)} }
@@ -32,7 +33,18 @@ func newClock() *clock { return &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, tim
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.since.IsZero() {
+		return c.t.Add(time.Since(c.since))
+	}
 	return c.t
+}
+
+// Run makes the clock follow real time from now on (Advance still jumps),
+// for a client that paces itself by real time, such as x/oauth2's polling.
+func (c *clock) Run() {
+	c.mu.Lock()
+	c.since = time.Now()
+	c.mu.Unlock()
 }
 
 func (c *clock) Advance(d time.Duration) {

@@ -13,7 +13,7 @@ import (
 var builtinTemplates embed.FS
 
 // pageNames are the page templates; each is parsed with layout.html.
-var pageNames = []string{"consent.html", "error.html", "signin.html"}
+var pageNames = []string{"consent.html", "error.html", "signin.html", "device.html", "device-done.html"}
 
 // pages renders the handler's HTML pages.
 type pages struct {

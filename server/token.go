@@ -130,10 +130,12 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 				resp, e = h.codeGrant(r.Context(), client, form)
 			case "refresh_token":
 				resp, e = h.refreshGrant(r.Context(), client, form)
+			case DeviceCodeGrantType:
+				resp, e = h.deviceGrant(r.Context(), client, form)
 			case "":
 				e = oerr(http.StatusBadRequest, "invalid_request", "grant_type is required")
 			default:
-				e = oerr(http.StatusBadRequest, "unsupported_grant_type", "supported: authorization_code, refresh_token")
+				e = oerr(http.StatusBadRequest, "unsupported_grant_type", "supported: "+strings.Join(h.grantTypes(), ", "))
 			}
 			if e == nil {
 				writeJSON(w, http.StatusOK, resp)

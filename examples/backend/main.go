@@ -134,7 +134,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	h, err := server.New(server.Config{
 		State:         state,
 		Issuer:        *issuer,
-		Clients:       []server.Client{{ID: "mytool", Name: "mytool"}},
+		Clients:       []server.Client{{ID: "mytool", Name: "mytool", DeviceFlow: true}},
 		Authenticator: authn,
 		Minter:        minter,
 		Logger:        logger,
