@@ -36,6 +36,14 @@
 // that loses a refresh response and retries with the old token therefore
 // has to sign in again: that is the price of reuse detection.
 //
+// SelfSigned signs with a KeySet: a single key (SelfSignedConfig.Key), or a
+// set every replica shares and rotates without downtime (LoadKeyDir reads
+// one file per key and an "active" file; NewKeySet takes keys from anywhere,
+// e.g. ParseKeys of an environment variable). The JWKS publishes every key of
+// the set; one active key per algorithm signs; see KeySet for the rotation
+// steps. A missing key is an error, never a silently generated one
+// (SelfSignedConfig.AllowEphemeralKey is for tests).
+//
 // The application's own API routes use Handler.RequireToken, which verifies
 // tokens the way a careful client does and puts Claims into the request
 // context.

@@ -66,6 +66,10 @@ type CheckAccessTokener interface {
 	CheckAccessToken(header map[string]any, claims map[string]any) error
 }
 
+// keySetHolder is implemented by minters with a live KeySet (SelfSigned):
+// the handler verifies with it, so RequireToken follows key rotation.
+type keySetHolder interface{ KeySet() *KeySet }
+
 // New returns a Handler for cfg; configuration errors wrap ErrInvalidConfig.
 func New(cfg Config) (*Handler, error) {
 	cfg, err := cfg.withDefaults()
@@ -93,6 +97,10 @@ func New(cfg Config) (*Handler, error) {
 		h.jwks = pub
 		if vc.JWKS, err = pub.JWKS(); err != nil {
 			return nil, fmt.Errorf("%w: Minter JWKS: %w", ErrInvalidConfig, err)
+		}
+		if ks, ok := cfg.Minter.(keySetHolder); ok && ks.KeySet() != nil {
+			// Keys rotated by KeySet.Reload count at once.
+			vc.JWKS, vc.KeySet = nil, ks.KeySet()
 		}
 		jwksURI = cfg.Issuer + JWKSPath
 	} else {

@@ -36,17 +36,32 @@ type SelfSignedConfig struct {
 	// Issuer is the "iss" of minted tokens, normally the Handler's
 	// Config.Issuer. Required.
 	Issuer string
-	// Key signs tokens: an ed25519.PrivateKey (EdDSA), an ECDSA P-256 key
-	// (ES256) or an RSA key of at least 2048 bits (RS256); any crypto.Signer
-	// with such a public key works (a KMS or HSM key, say). Nil means a fresh
-	// Ed25519 key that lives only as long as the process (see
-	// LoadOrCreateKeyFile for one that survives restarts).
+	// Keys is the shared, rotating key set tokens are signed with (see
+	// KeySet and LoadKeyDir): what several replicas, or one backend that
+	// rotates its keys, use. Exactly one of Keys and Key is required, unless
+	// AllowEphemeralKey is set.
+	Keys *KeySet
+	// Key is a single signing key: an ed25519.PrivateKey (EdDSA), an ECDSA
+	// P-256 key (ES256) or an RSA key of at least 2048 bits (RS256); any
+	// crypto.Signer with such a public key works (a KMS or HSM key, say).
+	// It is the same as a Keys set of that one key.
 	Key crypto.Signer
-	// KeyID is the "kid" header and JWKS key ID. Empty means the RFC 7638
-	// JWK thumbprint of the public key.
+	// KeyID is the "kid" of Key. Empty means the RFC 7638 JWK thumbprint
+	// of its public key. Only with Key.
 	KeyID string
+	// AllowEphemeralKey, when Keys and Key are both nil, signs with a fresh
+	// Ed25519 key that lives only as long as the process: every restart
+	// invalidates every token, and replicas refuse each other's tokens. It
+	// is for tests and throwaway demos; without it, a missing key is an
+	// error, so a key file that failed to load cannot go unnoticed.
+	AllowEphemeralKey bool
+	// Algorithm is the JWS "alg" of access tokens, chosen among the active
+	// keys of Keys (e.g. "RS256" when the set also holds an RS256 key for
+	// OpenID Connect ID tokens). Empty means the key set's primary key.
+	Algorithm string
 	// Lifetime is how long minted tokens are valid. Zero means
-	// DefaultTokenLifetime (7 days).
+	// DefaultTokenLifetime (7 days). It is also how long a retired key must
+	// stay published after it stopped signing (see KeySet).
 	Lifetime time.Duration
 	// Audience is the "aud" of minted tokens. Empty means tokens carry no
 	// "aud" and verifiers do not check one.
@@ -60,65 +75,81 @@ type SelfSignedConfig struct {
 	Now func() time.Time
 }
 
-// SelfSigned is a Minter that signs JWTs with its own key and publishes the
-// public key as a JWKS (it implements KeySetPublisher). It is safe for
-// concurrent use.
+// SelfSigned is a Minter that signs JWTs with its own keys and publishes the
+// public keys as a JWKS (it implements KeySetPublisher). It is safe for
+// concurrent use. With a KeySet, keys rotated by KeySet.Reload are used from
+// the next Mint on.
 //
 // Minted tokens carry iss, sub, aud (when configured), exp, iat, nbf, jti,
 // sid (the keyloop login session), auth_time, client_id and azp, and email
 // and name when known, plus Identity.Claims that do not collide with those.
 type SelfSigned struct {
-	cfg    SelfSignedConfig
-	alg    string
-	method jwt.SigningMethod
-	jwk    map[string]any
-	jwks   []byte
+	cfg  SelfSignedConfig
+	keys *KeySet
 }
 
 // NewSelfSigned returns a SelfSigned minter; errors wrap ErrInvalidConfig.
 func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
-	if cfg.Issuer == "" {
-		return nil, fmt.Errorf("%w: SelfSignedConfig.Issuer is required", ErrInvalidConfig)
+	bad := func(msg string) (*SelfSigned, error) {
+		return nil, fmt.Errorf("%w: SelfSignedConfig: %s", ErrInvalidConfig, msg)
 	}
-	if cfg.Key == nil {
-		k, err := GenerateKey()
-		if err != nil {
+	if cfg.Issuer == "" {
+		return bad("Issuer is required")
+	}
+	keys := cfg.Keys
+	switch {
+	case keys != nil && cfg.Key != nil:
+		return bad("set Keys or Key, not both")
+	case keys != nil && cfg.KeyID != "":
+		return bad("KeyID goes with Key; a KeySet names its own keys")
+	case keys == nil && cfg.Key == nil && !cfg.AllowEphemeralKey:
+		return bad("Keys or Key is required (a generated key would change on every restart and differ between replicas; set AllowEphemeralKey for tests and throwaway demos)")
+	case keys == nil:
+		k := cfg.Key
+		if k == nil {
+			var err error
+			if k, err = GenerateKey(); err != nil {
+				return nil, err
+			}
+		}
+		var err error
+		if keys, err = NewKeySet([]SigningKey{{ID: cfg.KeyID, Key: k}}); err != nil {
 			return nil, err
 		}
-		cfg.Key = k
+	}
+	if _, err := keys.Signer(cfg.Algorithm); err != nil {
+		return nil, fmt.Errorf("%w: SelfSignedConfig.Algorithm: %w", ErrInvalidConfig, err)
 	}
 	if cfg.Lifetime == 0 {
 		cfg.Lifetime = DefaultTokenLifetime
 	}
 	if cfg.Lifetime < 0 {
-		return nil, fmt.Errorf("%w: SelfSignedConfig.Lifetime is negative", ErrInvalidConfig)
+		return bad("Lifetime is negative")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	alg, jwk, err := publicJWK(cfg.Key.Public())
-	if err != nil {
-		return nil, err
-	}
-	if cfg.KeyID == "" {
-		cfg.KeyID = thumbprint(jwk)
-	}
-	jwk["kid"], jwk["alg"], jwk["use"] = cfg.KeyID, alg, "sig"
-	jwks, err := json.Marshal(map[string]any{"keys": []any{jwk}})
-	if err != nil {
-		return nil, fmt.Errorf("server: encoding JWKS: %w", err)
-	}
-	return &SelfSigned{cfg: cfg, alg: alg, method: jwt.GetSigningMethod(alg), jwk: jwk, jwks: jwks}, nil
+	return &SelfSigned{cfg: cfg, keys: keys}, nil
 }
 
-// KeyID returns the "kid" of minted tokens.
-func (s *SelfSigned) KeyID() string { return s.cfg.KeyID }
+// signer is the key that signs now.
+func (s *SelfSigned) signer() (SigningKey, error) { return s.keys.Signer(s.cfg.Algorithm) }
 
-// Algorithm returns the JWS "alg" of minted tokens (EdDSA, ES256 or RS256).
-func (s *SelfSigned) Algorithm() string { return s.alg }
+// KeyID returns the "kid" of the tokens Mint signs now.
+func (s *SelfSigned) KeyID() string { k, _ := s.signer(); return k.ID }
 
-// JWKS implements KeySetPublisher.
-func (s *SelfSigned) JWKS() ([]byte, error) { return append([]byte(nil), s.jwks...), nil }
+// Algorithm returns the JWS "alg" of the tokens Mint signs now (EdDSA,
+// ES256 or RS256).
+func (s *SelfSigned) Algorithm() string { k, _ := s.signer(); return k.Algorithm }
+
+// KeySet returns the minter's key set: the shared one from
+// SelfSignedConfig.Keys, or a set of the single Key. The Handler verifies
+// with it (RequireToken sees rotated keys at once), and an OpenID provider
+// signs ID tokens with KeySet().Signer("RS256").
+func (s *SelfSigned) KeySet() *KeySet { return s.keys }
+
+// JWKS implements KeySetPublisher: every key of the key set.
+func (s *SelfSigned) JWKS() ([]byte, error) { return s.keys.JWKS() }
 
 // KeyInfo implements Minter: the handler serves the keys itself.
 func (s *SelfSigned) KeyInfo() KeyInfo {
@@ -175,18 +206,15 @@ func (s *SelfSigned) Mint(ctx context.Context, g Grant) (*MintedToken, error) {
 	if g.Identity.Name != "" {
 		claims["name"] = g.Identity.Name
 	}
-	t := jwt.NewWithClaims(s.method, claims)
-	t.Header["kid"] = s.cfg.KeyID
-	t.Header["typ"] = "JWT"
-	signing, err := t.SigningString()
+	key, err := s.signer()
 	if err != nil {
-		return nil, fmt.Errorf("server: mint: %w", err)
+		return nil, err
 	}
-	sig, err := signWith(s.cfg.Key, s.alg, []byte(signing))
+	tok, err := key.Sign(claims)
 	if err != nil {
-		return nil, fmt.Errorf("server: mint: signing: %w", err)
+		return nil, err
 	}
-	return &MintedToken{AccessToken: signing + "." + base64.RawURLEncoding.EncodeToString(sig), Expiry: exp}, nil
+	return &MintedToken{AccessToken: tok, Expiry: exp}, nil
 }
 
 // signWith signs msg with any crypto.Signer in the JWS encoding of alg.

@@ -74,7 +74,7 @@ func TestSelfSignedKeyTypes(t *testing.T) {
 }
 
 func TestSelfSignedClaims(t *testing.T) {
-	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "https://i"})
+	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "https://i", AllowEphemeralKey: true})
 	tok, err := m.Mint(context.Background(), server.Grant{
 		Identity: server.Identity{Subject: "u1", Email: "e@x.io", Name: "E", Claims: map[string]any{"org": "acme", "iss": "evil", "sub": "evil"}},
 		ClientID: "mytool", LoginSessionID: "s1",

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -30,8 +30,8 @@ var DefaultAlgorithms = []string{"EdDSA", "ES256", "RS256"}
 // VerifierConfig.Leeway is zero.
 const DefaultLeeway = 30 * time.Second
 
-// VerifierConfig configures a Verifier. Exactly one of JWKS and JWKSURL is
-// required.
+// VerifierConfig configures a Verifier. Exactly one of JWKS, JWKSURL and
+// KeySet is required.
 type VerifierConfig struct {
 	// Issuer is the required "iss". Required.
 	Issuer string
@@ -40,11 +40,32 @@ type VerifierConfig struct {
 	Audience string
 	// JWKS is a static JSON Web Key Set document (e.g. SelfSigned.JWKS()).
 	JWKS []byte
-	// JWKSURL is a remote JWKS fetched with keyfunc/v3 on first use,
-	// refreshed hourly and on unknown key IDs (rate-limited).
+	// KeySet is a live key set in this process (SelfSigned.KeySet()): keys
+	// added or retired by KeySet.Reload count from the next Verify on. A
+	// token's "alg" must be its key's algorithm.
+	KeySet *KeySet
+	// JWKSURL is a remote JWKS, fetched on first use and refreshed in the
+	// background once older than JWKSRefreshInterval, and on a token whose
+	// key ID it lacks (at most every JWKSUnknownKIDInterval). When the
+	// endpoint fails, Verify returns an error wrapping ErrKeysUnavailable
+	// after waiting at most JWKSFetchTimeout, and fetches are retried with a
+	// backoff from 1 s up to JWKSRetryMax, so a recovered endpoint is seen
+	// within seconds; keys fetched before keep verifying meanwhile.
 	JWKSURL string
 	// HTTPClient fetches JWKSURL. Nil means http.DefaultClient.
 	HTTPClient *http.Client
+	// JWKSFetchTimeout bounds one fetch of JWKSURL, and so how long a
+	// Verify waits for keys. Zero means DefaultJWKSFetchTimeout (5 s).
+	JWKSFetchTimeout time.Duration
+	// JWKSRefreshInterval is the age after which a fetched JWKS is
+	// refreshed. Zero means DefaultJWKSRefreshInterval (1 hour).
+	JWKSRefreshInterval time.Duration
+	// JWKSUnknownKIDInterval is the least time between two fetches caused by
+	// unknown key IDs. Zero means DefaultJWKSUnknownKIDInterval (10 s).
+	JWKSUnknownKIDInterval time.Duration
+	// JWKSRetryMax caps the backoff after failed fetches. Zero means
+	// DefaultJWKSRetryMax (10 s).
+	JWKSRetryMax time.Duration
 	// Algorithms is the allow-list of JWS "alg" values. Empty means
 	// DefaultAlgorithms. "none" and HMAC algorithms are refused.
 	Algorithms []string
@@ -81,11 +102,7 @@ type Claims struct {
 type Verifier struct {
 	cfg    VerifierConfig
 	parser *jwt.Parser
-
-	mu     sync.Mutex
-	keys   keyfunc.Keyfunc
-	ctx    context.Context
-	cancel context.CancelFunc
+	keys   keySource
 }
 
 // NewVerifier returns a Verifier; configuration errors wrap ErrInvalidConfig.
@@ -93,8 +110,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Issuer == "" {
 		return nil, fmt.Errorf("%w: VerifierConfig.Issuer is required", ErrInvalidConfig)
 	}
-	if (len(cfg.JWKS) == 0) == (cfg.JWKSURL == "") {
-		return nil, fmt.Errorf("%w: exactly one of VerifierConfig.JWKS and JWKSURL is required", ErrInvalidConfig)
+	if n := btoi(len(cfg.JWKS) > 0) + btoi(cfg.JWKSURL != "") + btoi(cfg.KeySet != nil); n != 1 {
+		return nil, fmt.Errorf("%w: exactly one of VerifierConfig.JWKS, JWKSURL and KeySet is required", ErrInvalidConfig)
 	}
 	if len(cfg.Algorithms) == 0 {
 		cfg.Algorithms = DefaultAlgorithms
@@ -122,55 +139,42 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
 	v := &Verifier{cfg: cfg, parser: jwt.NewParser(opts...)}
-	v.ctx, v.cancel = context.WithCancel(context.Background())
-	if len(cfg.JWKS) > 0 {
+	switch {
+	case len(cfg.JWKS) > 0:
 		k, err := keyfunc.NewJWKSetJSON(cfg.JWKS)
 		if err != nil {
 			return nil, fmt.Errorf("%w: JWKS: %w", ErrInvalidConfig, err)
 		}
-		v.keys = k
+		v.keys = staticKeys{k}
+	case cfg.KeySet != nil:
+		v.keys = liveKeys{cfg.KeySet}
+	default:
+		v.keys = newRemoteKeys(cfg)
 	}
 	return v, nil
 }
 
-// Close stops the background refresh of a remote JWKS.
-func (v *Verifier) Close() error {
-	v.cancel()
-	return nil
-}
+// Close releases the Verifier's resources. A remote JWKS is fetched only on
+// demand, so there is nothing to stop; Close exists so callers need not
+// know which key source a Verifier uses.
+func (v *Verifier) Close() error { return nil }
 
-func (v *Verifier) keyfunc() (keyfunc.Keyfunc, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.keys != nil {
-		return v.keys, nil
+// btoi is 1 for true.
+func btoi(b bool) int {
+	if b {
+		return 1
 	}
-	client := v.cfg.HTTPClient
-	if client == nil {
-		client = http.DefaultClient
-	}
-	k, err := keyfunc.NewDefaultOverrideCtx(v.ctx, []string{v.cfg.JWKSURL}, keyfunc.Override{
-		Client:      client,
-		HTTPTimeout: 10 * time.Second,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("server: JWKS %s: %w", v.cfg.JWKSURL, err)
-	}
-	v.keys = k
-	return k, nil
+	return 0
 }
 
 // Verify checks raw's key ID ("kid" header, required), signature,
 // algorithm, issuer, audience, expiry (required), not-before and issued-at,
 // the Check hook and the revocation markers, and returns its claims. Every
 // refusal wraps ErrInvalidToken; the message never contains the token or
-// unverified claims.
+// unverified claims. When the keys cannot be fetched (JWKSURL down), the
+// error wraps ErrKeysUnavailable instead: the token was not judged.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
-	kf, err := v.keyfunc()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
-	}
-	keyFor := kf.KeyfuncCtx(ctx)
+	keyFor := v.keys.keyfunc(ctx)
 	mc := jwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(raw, mc, func(t *jwt.Token) (any, error) {
 		// Without a kid, keyfunc would try every key in the set; tokens
@@ -180,6 +184,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 		}
 		return keyFor(t)
 	})
+	if ku := (*keysUnavailableError)(nil); errors.As(err, &ku) {
+		return nil, ku
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, safeJWTError(err))
 	}
@@ -256,7 +263,9 @@ func ContextWithClaims(ctx context.Context, c *Claims) context.Context {
 // RequireToken wraps next so that it only runs for requests with a valid
 // "Authorization: Bearer" token; the claims are in the request's context
 // (ClaimsFromContext). Other requests get 401 with a WWW-Authenticate header
-// (RFC 6750 §3) and a body that does not describe the token.
+// (RFC 6750 §3) and a body that does not describe the token, except when the
+// verification keys cannot be fetched (ErrKeysUnavailable): then 503
+// "temporarily_unavailable" with Retry-After.
 func (v *Verifier) RequireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearerToken(r)
@@ -266,6 +275,10 @@ func (v *Verifier) RequireToken(next http.Handler) http.Handler {
 			return
 		}
 		c, err := v.Verify(r.Context(), raw)
+		if errors.Is(err, ErrKeysUnavailable) {
+			writeKeysUnavailable(w)
+			return
+		}
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			writeUnauthorized(w, "invalid_token")
@@ -273,6 +286,17 @@ func (v *Verifier) RequireToken(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(ContextWithClaims(r.Context(), c)))
 	})
+}
+
+// writeKeysUnavailable answers a request whose token could not be checked
+// because the verification keys are unavailable: 503 with Retry-After, so
+// the client retries instead of discarding a token that may be valid.
+func writeKeysUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Retry-After", "5")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	io.WriteString(w, `{"error":"temporarily_unavailable","error_description":"the token's signing keys cannot be fetched right now"}`+"\n")
 }
 
 func writeUnauthorized(w http.ResponseWriter, code string) {

@@ -146,7 +146,7 @@ func TestMinterCheckHook(t *testing.T) {
 }
 
 func TestVerifierConfig(t *testing.T) {
-	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "https://i"})
+	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "https://i", AllowEphemeralKey: true})
 	jwks, _ := m.JWKS()
 	for name, c := range map[string]server.VerifierConfig{
 		"no issuer":   {JWKS: jwks},
