@@ -114,8 +114,8 @@ func (f *remoteFixture) verify(t *testing.T, tok string) error {
 	return err
 }
 
-// Issue 9, item 6: a remote JWKS that answers 503 on first use and recovers
-// shortly after. During the outage each Verify fails fast with an error
+// A remote JWKS that answers 503 on first use and recovers shortly after
+// (it used to cost a 5-minute ban and a Verify blocked for a minute). During the outage each Verify fails fast with an error
 // that says the keys are unavailable (not that the token is invalid); once
 // the endpoint answers again, the valid token verifies after a few retries
 // (the backoff starts at 1 s), not after a 5-minute ban.

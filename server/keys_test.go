@@ -244,7 +244,7 @@ func TestParseKeys(t *testing.T) {
 // A backend must not sign with a key it made up: a key file that failed to
 // load (the README used to ignore LoadOrCreateKeyFile's error) left Key nil,
 // and NewSelfSigned silently minted with a fresh key per process, so every
-// restart logged every CLI out (issue 14, item 8).
+// restart logged every CLI out.
 func TestSelfSignedRefusesEphemeralKeyUnlessAsked(t *testing.T) {
 	key, err := server.LoadOrCreateKeyFile(filepath.Join(t.TempDir(), "missing-dir", "\x00bad"))
 	if err == nil {
