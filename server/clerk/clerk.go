@@ -3,23 +3,34 @@
 //
 // A *Provider is both the server.Authenticator and the server.Minter:
 //
-//   - Authenticate renders a sign-in step that loads Clerk's browser SDK with
-//     the publishable key, sends a signed-out user to Clerk's sign-in and
-//     back, and posts the browser's Clerk session token; the posted token is
-//     verified with the official Go SDK (github.com/clerk/clerk-sdk-go/v2)
-//     plus the checks the SDK leaves out: exp and sid are required, a "cat"
-//     header must mark a session token, "azp" must be an authorized party,
-//     and the Clerk session must be active.
+//   - Authenticate renders a sign-in step that loads Clerk's browser SDK
+//     (clerk-js v6) with the publishable key — and the proxy URL, satellite
+//     domain and sign-in URL when configured — sends a signed-out user to
+//     Clerk's sign-in and a user with a pending session to its tasks, and
+//     posts a fresh Clerk session token; the posted token is verified with
+//     the official Go SDK (github.com/clerk/clerk-sdk-go/v2) plus the checks
+//     Clerk's own backend SDK makes and the Go SDK leaves out: the token's
+//     kind (the "cat" header, or its claims on instances that stamp the
+//     ignore category), "typ", a required "azp" among the authorized
+//     parties, exp, sid, the issuer of each setup (proxy, satellite), the
+//     session status ("pending" sessions are sent to finish their tasks)
+//     and impersonation; the Clerk session must be active and the user
+//     neither banned nor locked.
 //   - Mint mints the configured Clerk JWT template (default "cli", 7 days)
-//     for the Clerk session with session.CreateToken; a refresh mints again
-//     only while the Clerk session is active, and is refused otherwise.
+//     for the Clerk session with session.CreateToken and checks what Clerk
+//     returned (signing key, issuer, TemplateClaim, audience, actor); a
+//     refresh mints again only while the Clerk session is active and the
+//     user neither banned nor locked.
 //   - KeyInfo points clients at the Clerk instance's JWKS and issuer, so a
 //     CLI verifies Clerk-minted tokens with no Clerk-specific code.
-//   - CheckAccessToken lets the bearer middleware accept only template
-//     tokens.
+//   - CheckAccessToken lets the bearer middleware accept only the tokens
+//     Mint produced: Backend API-minted (no "azp") tokens of the configured
+//     template (TemplateClaim).
+//   - CheckSetup checks the instance's JWT template through the Backend API.
 //
 // WebhookHandler verifies Clerk's Svix-signed webhooks and revokes keyloop
-// login sessions when a user is deleted or a Clerk session ends.
+// login sessions when a user is deleted, banned or locked, or a Clerk
+// session ends.
 //
 // Package clerktest is a local fake of Clerk for tests.
 package clerk
@@ -27,7 +38,6 @@ package clerk
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -37,27 +47,24 @@ import (
 	sdk "github.com/clerk/clerk-sdk-go/v2"
 	"github.com/clerk/clerk-sdk-go/v2/jwks"
 	"github.com/clerk/clerk-sdk-go/v2/jwt"
+	"github.com/clerk/clerk-sdk-go/v2/jwttemplate"
 	"github.com/clerk/clerk-sdk-go/v2/session"
 	"github.com/clerk/clerk-sdk-go/v2/user"
 
 	"github.com/keyloop/keyloop/server"
 )
 
-// The "cat" (token category) header values of Clerk's JWTs.
-const (
-	SessionTokenCategory  = "cl_B7d4PD111AAA"
-	TemplateTokenCategory = "cl_B7d4PD222AAA"
-)
-
 // Provider is Clerk as keyloop's identity layer: a server.Authenticator and
 // a server.Minter. It is safe for concurrent use and keeps no per-request
 // state, so several instances may run behind one load balancer.
 type Provider struct {
-	cfg      Config
-	sessions *session.Client
-	users    *user.Client
-	jwks     *jwks.Client
-	keys     keyCache
+	cfg       Config
+	d         derived
+	sessions  *session.Client
+	users     *user.Client
+	jwks      *jwks.Client
+	templates *jwttemplate.Client
+	keys      keyCache
 }
 
 var (
@@ -65,9 +72,14 @@ var (
 	_ server.Minter        = (*Provider)(nil)
 )
 
-// New returns a Provider for the Clerk instance in cfg.
+// New returns a Provider for the Clerk instance in cfg. It refuses (with
+// ErrConfig) every configuration Clerk cannot serve: a proxy on a
+// development instance or on another site than the sign-in page, a
+// satellite without Domain or ProxyURL or with both, a development
+// satellite without SignInURL, a satellite SignInURL on the satellite's own
+// origin.
 func New(cfg Config) (*Provider, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, d, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -77,14 +89,18 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.APIURL != "" {
 		cc.URL = sdk.String(cfg.APIURL)
 	}
-	p := &Provider{cfg: cfg, sessions: session.NewClient(cc), users: user.NewClient(cc), jwks: jwks.NewClient(cc)}
+	p := &Provider{
+		cfg: cfg, d: d,
+		sessions: session.NewClient(cc), users: user.NewClient(cc), jwks: jwks.NewClient(cc),
+		templates: jwttemplate.NewClient(cc),
+	}
 	p.keys.fetch = p.fetchKeys
 	p.keys.now = cfg.Now
 	return p, nil
 }
 
 // FrontendAPI returns the Frontend API URL the provider uses (configured or
-// derived from the publishable key).
+// derived from the publishable key): the "iss" of minted tokens.
 func (p *Provider) FrontendAPI() string { return p.cfg.FrontendAPIURL }
 
 // SessionClaims are the verified claims of a Clerk session token.
@@ -93,68 +109,117 @@ type SessionClaims struct {
 	Subject string
 	// SessionID is the Clerk session ID ("sess_…").
 	SessionID string
-	// AuthorizedParty is the origin the token was issued to, if any.
+	// AuthorizedParty is the origin the token was issued to.
 	AuthorizedParty string
 	// Expiry is the token's "exp".
 	Expiry time.Time
+	// Actor is the "act" claim of a session started by impersonation
+	// ({"iss", "sid", "sub": the impersonator's user ID}), else nil. Only
+	// set when Config.AllowImpersonation lets such sessions through.
+	Actor map[string]any
 }
 
 // VerifySessionToken verifies a Clerk session token (what the browser SDK's
-// Clerk.session.getToken() returns): RS256 signature with the instance's
-// key from the Backend API JWKS, issuer equal to the Frontend API URL,
-// exp/nbf/iat with Leeway, and, beyond the SDK's checks, a required exp,
-// sid and sub, a "cat" header (when present) marking a session token, and
-// "azp" (when present) among the authorized parties. Errors wrap
-// ErrSessionToken and, where it applies, ErrTemplateToken, ErrMissingClaim
-// or ErrAuthorizedParty.
+// Clerk.session.getToken() returns), following Clerk's backend SDK
+// (packages/backend tokens/verify.ts, jwt/verifyJwt.ts, jwt/assertions.ts)
+// plus clerk-sdk-go v2's issuer check:
+//
+//   - opaque machine tokens ("mt_", "oat_", "ak_") are refused;
+//   - "typ", when present, must be "JWT" (an OAuth access token is
+//     "at+jwt");
+//   - "cat", when present, must be the session or the ignore category;
+//   - RS256 signature with the instance's key from the Backend API JWKS;
+//     exp (required), nbf and iat with Leeway;
+//   - "iss" is the Frontend API URL, the proxy URL with a proxy, or the
+//     satellite's Frontend API on a satellite;
+//   - "sub" is a user ("mch_…" is a machine), "sid" is present (no
+//     template token has one), "azp" is present and an authorized party;
+//   - "sts", when present, is "active" ("pending": ErrSessionPending);
+//   - "act" (impersonation) only with Config.AllowImpersonation.
+//
+// Errors wrap ErrSessionToken and, where it applies, ErrTemplateToken,
+// ErrMissingClaim, ErrAuthorizedParty, ErrSessionPending (and
+// ErrSessionInactive) or ErrImpersonation. They never quote the token.
 func (p *Provider) VerifySessionToken(ctx context.Context, token string) (*SessionClaims, error) {
 	if token == "" {
 		return nil, refuse(ErrMissingClaim, "no session token posted", nil)
 	}
+	if opaqueMachineKind(token) {
+		return nil, refuse(ErrTemplateToken, "a Clerk "+kindMachine+" is not a session token", nil)
+	}
 	header, err := jwtHeader(token)
 	if err != nil {
 		return nil, refuse(nil, "malformed token", nil)
+	}
+	if typ, ok := header["typ"]; ok && typ != "JWT" {
+		if s, _ := typ.(string); oauthType(s) {
+			return nil, refuse(ErrTemplateToken, "a Clerk "+kindOAuth+" (typ at+jwt) is not a session token", nil)
+		}
+		return nil, refuse(nil, "the typ header is not JWT", nil)
+	}
+	if kind, foreign := foreignCategory(header, SessionTokenCategory); foreign {
+		return nil, refuse(ErrTemplateToken, "the cat header marks a "+kind+", not a session token", nil)
 	}
 	kid, _ := header["kid"].(string)
 	key, err := p.keys.get(ctx, kid)
 	if err != nil {
 		return nil, err
 	}
-	issuer := p.cfg.FrontendAPIURL
-	var azpBad bool
-	claims, err := jwt.Verify(ctx, &jwt.VerifyParams{
-		Token:    token,
-		JWK:      key,
-		Clock:    clock{p.cfg.Now},
-		Leeway:   p.cfg.Leeway,
-		ProxyURL: &issuer, // makes the SDK require iss == the Frontend API URL exactly
-		AuthorizedPartyHandler: func(azp string) bool {
-			azpBad = azp != "" && !slices.Contains(p.cfg.AuthorizedParties, azp)
-			return !azpBad
-		},
+	verified, err := jwt.Verify(ctx, &jwt.VerifyParams{
+		Token:  token,
+		JWK:    key,
+		Clock:  clock{p.cfg.Now},
+		Leeway: p.cfg.Leeway,
+		// The issuer is checked below against every issuer of this setup;
+		// clerk-sdk-go checks only one (or none on satellites).
+		IsSatellite: true,
 	})
 	if err != nil {
-		if azpBad {
-			return nil, refuse(ErrAuthorizedParty, "azp is not an authorized party", nil)
-		}
 		return nil, refuse(nil, "", sanitize(err))
 	}
-	if cat, ok := header["cat"]; ok && cat != SessionTokenCategory {
-		return nil, refuse(ErrTemplateToken, "the cat header does not mark a session token", nil)
+	// The signature is verified: the claims can be read.
+	claims, err := jwtClaims(token)
+	if err != nil {
+		return nil, refuse(nil, "malformed token", nil)
+	}
+	if !slices.Contains(p.d.sessionIssuers, verified.Issuer) {
+		return nil, refuse(nil, "wrong issuer: want "+strings.Join(p.d.sessionIssuers, " or "), nil)
+	}
+	switch kind := tokenKind(header, claims); {
+	case kind == kindSession:
+	case kind == kindTemplate && verified.SessionID == "":
+		return nil, refuse(ErrTemplateToken, "no sid: a "+kindTemplate+", not a session token", nil, ErrMissingClaim)
+	default:
+		return nil, refuse(ErrTemplateToken, "a Clerk "+kind+" is not a session token", nil)
 	}
 	switch {
-	case claims.Expiry == nil:
+	case verified.AuthorizedParty == "":
+		return nil, refuse(ErrAuthorizedParty, "no azp (the page that asked for the token sent no Origin)", nil)
+	case !slices.Contains(p.cfg.AuthorizedParties, verified.AuthorizedParty):
+		return nil, refuse(ErrAuthorizedParty, "azp is not an authorized party", nil)
+	case verified.Expiry == nil:
 		return nil, refuse(ErrMissingClaim, "no exp", nil)
-	case claims.SessionID == "":
+	case verified.SessionID == "":
 		return nil, refuse(ErrMissingClaim, "no sid", nil)
-	case claims.Subject == "":
+	case verified.Subject == "":
 		return nil, refuse(ErrMissingClaim, "no sub", nil)
 	}
+	if sts, ok := claims["sts"].(string); ok && sts != "active" {
+		if sts == "pending" {
+			return nil, refuse(ErrSessionPending, "the Clerk session has tasks to finish", nil, ErrSessionInactive)
+		}
+		return nil, refuse(ErrSessionInactive, "the session token's status is not active", nil)
+	}
+	act := actor(claims)
+	if act != nil && !p.cfg.AllowImpersonation {
+		return nil, refuse(ErrImpersonation, "the Clerk session was started by impersonation", nil)
+	}
 	return &SessionClaims{
-		Subject:         claims.Subject,
-		SessionID:       claims.SessionID,
-		AuthorizedParty: claims.AuthorizedParty,
-		Expiry:          time.Unix(*claims.Expiry, 0),
+		Subject:         verified.Subject,
+		SessionID:       verified.SessionID,
+		AuthorizedParty: verified.AuthorizedParty,
+		Expiry:          time.Unix(*verified.Expiry, 0),
+		Actor:           act,
 	}, nil
 }
 
@@ -168,18 +233,22 @@ func sanitize(err error) error {
 	if strings.HasPrefix(msg, "invalid signing algorithm") {
 		return errors.New("wrong signing algorithm")
 	}
+	if strings.HasPrefix(msg, "invalid authorized party") {
+		return errors.New("azp is not an authorized party")
+	}
 	return err
 }
 
 // activeSession returns the Clerk session, or an error wrapping
-// ErrSessionInactive with its status.
+// ErrSessionInactive (and ErrSessionPending for "pending") with its
+// status.
 func (p *Provider) activeSession(ctx context.Context, id string) (*sdk.Session, error) {
 	s, err := p.sessions.Get(ctx, id)
 	if err != nil {
 		return nil, apiError("session.Get", err)
 	}
 	if s.Status != "active" {
-		return nil, fmt.Errorf("%w: status %q", ErrSessionInactive, s.Status)
+		return nil, &sessionStatusError{status: s.Status}
 	}
 	return s, nil
 }

@@ -37,12 +37,25 @@ type backend struct {
 	cbQuery url.Values
 }
 
-func newBackend(t *testing.T) *backend {
+type backendOpts struct {
+	fake clerktest.Options
+	// proxy mounts a proxy of the fake's Frontend API at /__clerk on the
+	// backend, configures the instance with it and sets Config.ProxyURL
+	// (Clerk proxies production instances only: fake.Production is set).
+	proxy bool
+	// config, when set, changes the Config before clerk.New.
+	config func(*clerk.Config)
+}
+
+func newBackend(t *testing.T, o backendOpts) *backend {
 	t.Helper()
-	b := &backend{fake: clerktest.New(t, clerktest.Options{})}
+	if o.proxy {
+		o.fake.Production = true
+	}
+	b := &backend{fake: clerktest.New(t, o.fake)}
 	srv := httptest.NewUnstartedServer(nil)
 	b.issuer = "http://" + srv.Listener.Addr().String()
-	p, err := clerk.New(clerk.Config{
+	cfg := clerk.Config{
 		SecretKey:      b.fake.SecretKey,
 		PublishableKey: b.fake.PublishableKey,
 		FrontendAPIURL: b.fake.FrontendAPIURL,
@@ -50,7 +63,21 @@ func newBackend(t *testing.T) *backend {
 		Audience:       "keyloop-test",
 		Issuer:         b.issuer,
 		WebhookSecret:  b.fake.WebhookSecret,
-	})
+	}
+	mux := http.NewServeMux()
+	if o.proxy {
+		proxyURL := b.issuer + "/__clerk"
+		if err := b.fake.SetProxyURL(proxyURL); err != nil {
+			t.Fatal(err)
+		}
+		mux.Handle("/__clerk/", b.fake.ProxyHandler(proxyURL))
+		cfg.FrontendAPIURL = "" // the proxy URL, the issuer of every token now
+		cfg.ProxyURL = proxyURL
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	p, err := clerk.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +94,6 @@ func newBackend(t *testing.T) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
 	mux.Handle(server.MetadataPath, b.h)
 	mux.Handle("/oauth/", b.h)
 	mux.Handle("POST /webhooks/clerk", webhook)
@@ -124,6 +150,97 @@ func (b *backend) apiMe(t *testing.T, token string) int {
 	return resp.StatusCode
 }
 
+// login is one OAuth authorization request of the CLI "mytool" against the
+// backend: x/oauth2 with PKCE, the callback on b.callback.
+type login struct {
+	oc                       *oauth2.Config
+	md                       map[string]any
+	verifier, state, authURL string
+}
+
+func (b *backend) newLogin(t *testing.T) *login {
+	t.Helper()
+	md := b.metadata(t)
+	l := &login{md: md, verifier: oauth2.GenerateVerifier(), state: oauth2.GenerateVerifier()}
+	l.oc = &oauth2.Config{
+		ClientID:    "mytool",
+		Endpoint:    oauth2.Endpoint{AuthURL: md["authorization_endpoint"].(string), TokenURL: md["token_endpoint"].(string)},
+		RedirectURL: b.callback.URL + "/callback",
+	}
+	l.authURL = l.oc.AuthCodeURL(l.state, oauth2.S256ChallengeOption(l.verifier))
+	return l
+}
+
+// browserStep runs actions in the Chromium tab, with a generous deadline
+// against hangs, and fails with the tab's location and text.
+func browserStep(t *testing.T, tab context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	step, cancel := context.WithTimeout(tab, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(step, actions...); err != nil {
+		look, cancel := context.WithTimeout(tab, 5*time.Second)
+		defer cancel()
+		loc, _ := chromedp.Run(look, chromedp.Location())
+		page, _ := chromedp.Run(look, chromedp.Text(chromedp.CSS(`body`)))
+		t.Fatalf("%s in Chromium: %v; at %s, page:\n%s", what, err, loc, page)
+	}
+}
+
+// current returns the tab's location and text.
+func current(t *testing.T, tab context.Context) (loc, text string) {
+	t.Helper()
+	look, cancel := context.WithTimeout(tab, 10*time.Second)
+	defer cancel()
+	loc, _ = chromedp.Run(look, chromedp.Location())
+	text, _ = chromedp.Run(look, chromedp.Text(chromedp.CSS(`body`)))
+	return loc, text
+}
+
+// signInAtClerk fills the fake Clerk's sign-in form the browser is on.
+func signInAtClerk(t *testing.T, tab context.Context, email string) {
+	t.Helper()
+	browserStep(t, tab, "sign-in at Clerk",
+		chromedp.WaitVisible(chromedp.CSS(`input[name=email]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), email),
+		chromedp.Click(`//button[normalize-space()="Sign in"]`),
+	)
+}
+
+// authorize clicks Authorize on the consent page, and exchanges the code.
+func (b *backend) authorize(t *testing.T, tab context.Context, l *login) *oauth2.Token {
+	t.Helper()
+	browserStep(t, tab, "consent",
+		chromedp.WaitVisible(`//button[normalize-space()="Authorize"]`),
+		chromedp.Click(`//button[normalize-space()="Authorize"]`),
+		chromedp.WaitVisible(`//body[contains(., "callback received")]`),
+	)
+	q := b.lastCallback()
+	if q.Get("state") != l.state || q.Get("code") == "" {
+		t.Fatalf("callback query = %v", q)
+	}
+	tok, err := l.oc.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(l.verifier))
+	if err != nil {
+		t.Fatalf("code exchange: %v", err)
+	}
+	return tok
+}
+
+// verifyAccessToken verifies tok as any client would, from the metadata
+// only, and returns its claims.
+func verifyAccessToken(t *testing.T, l *login, tok string) (map[string]any, jwt.MapClaims) {
+	t.Helper()
+	kf, err := keyfunc.NewDefaultCtx(context.Background(), []string{l.md["jwks_uri"].(string)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := jwt.Parse(tok, kf.Keyfunc, jwt.WithValidMethods([]string{"RS256"}),
+		jwt.WithIssuer(l.md["access_token_issuer"].(string)), jwt.WithAudience("keyloop-test"), jwt.WithExpirationRequired())
+	if err != nil {
+		t.Fatalf("access token does not verify against the JWKS and issuer of the metadata: %v", err)
+	}
+	return parsed.Header, parsed.Claims.(jwt.MapClaims)
+}
+
 // TestEndToEndBrowserLogin: a signed-out Chromium opens the authorize URL,
 // is sent to the fake Clerk's sign-in, comes back, consents, and the code
 // exchange (x/oauth2 with PKCE) yields a Clerk-minted template token that
@@ -131,81 +248,31 @@ func (b *backend) apiMe(t *testing.T, token string) int {
 // works while the Clerk session is active and is refused (invalid_grant)
 // once it ended; a user.deleted webhook revokes the access token.
 func TestEndToEndBrowserLogin(t *testing.T) {
-	bctx := testenv.Browser(t)
-	b := newBackend(t)
+	tab := testenv.Browser(t)
+	b := newBackend(t, backendOpts{})
 	ctx := context.Background()
 
-	md := b.metadata(t)
-	if md["jwks_uri"] != b.fake.FrontendAPIURL+"/.well-known/jwks.json" ||
-		md["access_token_issuer"] != b.fake.FrontendAPIURL || md["access_token_audience"] != "keyloop-test" {
-		t.Fatalf("metadata does not point at Clerk: %v", md)
+	l := b.newLogin(t)
+	if l.md["jwks_uri"] != b.fake.FrontendAPIURL+"/.well-known/jwks.json" ||
+		l.md["access_token_issuer"] != b.fake.FrontendAPIURL || l.md["access_token_audience"] != "keyloop-test" {
+		t.Fatalf("metadata does not point at Clerk: %v", l.md)
 	}
-	oc := &oauth2.Config{
-		ClientID:    "mytool",
-		Endpoint:    oauth2.Endpoint{AuthURL: md["authorization_endpoint"].(string), TokenURL: md["token_endpoint"].(string)},
-		RedirectURL: b.callback.URL + "/callback",
-	}
-	verifier := oauth2.GenerateVerifier()
-	state := oauth2.GenerateVerifier()
-	authURL := oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
-
-	step, cancel := context.WithTimeout(bctx, 30*time.Second)
-	defer cancel()
-	fail := func(what string, err error) {
-		t.Helper()
-		page, _ := chromedp.Run(step, chromedp.Text(chromedp.CSS(`body`)))
-		t.Fatalf("%s in Chromium: %v; page:\n%s", what, err, page)
-	}
-	if err := chromedp.Do(step, chromedp.Navigate(authURL), chromedp.WaitVisible(chromedp.CSS(`input[name=email]`))); err != nil {
-		fail("signed-out redirect to Clerk sign-in", err)
-	}
-	signInURL, err := chromedp.Run(step, chromedp.Location())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(step,
-		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), "grace@example.com"),
-		chromedp.Click(`//button[normalize-space()="Sign in"]`),
-		chromedp.WaitVisible(`//button[normalize-space()="Authorize"]`),
-	); err != nil {
-		fail("sign-in and return", err)
-	}
+	browserStep(t, tab, "signed-out redirect to Clerk sign-in", chromedp.Navigate(l.authURL), chromedp.WaitVisible(chromedp.CSS(`input[name=email]`)))
+	signInURL, _ := current(t, tab)
 	if !strings.HasPrefix(signInURL, b.fake.URL+"/sign-in?redirect_url=") {
 		t.Errorf("signed-out browser went to %s, want the fake Clerk sign-in", signInURL)
 	}
-	consent, _ := chromedp.Run(step, chromedp.Text(chromedp.CSS(`body`)))
+	signInAtClerk(t, tab, "grace@example.com")
+	browserStep(t, tab, "return to consent", chromedp.WaitVisible(`//button[normalize-space()="Authorize"]`))
+	_, consent := current(t, tab)
 	if !strings.Contains(consent, "grace@example.com") || !strings.Contains(consent, "mytool") {
 		t.Errorf("consent page does not name the account and the CLI:\n%s", consent)
 	}
-	if err := chromedp.Do(step,
-		chromedp.Click(`//button[normalize-space()="Authorize"]`),
-		chromedp.WaitVisible(`//body[contains(., "callback received")]`),
-	); err != nil {
-		t.Fatalf("consent: %v", err)
-	}
-	q := b.lastCallback()
-	if q.Get("state") != state || q.Get("code") == "" {
-		t.Fatalf("callback query = %v", q)
-	}
-
-	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
-	if err != nil {
-		t.Fatalf("code exchange: %v", err)
-	}
-	// Verify the access token as any client would, from the metadata only.
-	kf, err := keyfunc.NewDefaultCtx(ctx, []string{md["jwks_uri"].(string)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := jwt.Parse(tok.AccessToken, kf.Keyfunc, jwt.WithValidMethods([]string{"RS256"}),
-		jwt.WithIssuer(md["access_token_issuer"].(string)), jwt.WithAudience("keyloop-test"), jwt.WithExpirationRequired())
-	if err != nil {
-		t.Fatalf("access token does not verify against the Clerk JWKS: %v", err)
-	}
+	tok := b.authorize(t, tab, l)
+	header, claims := verifyAccessToken(t, l, tok.AccessToken)
 	user, ok := b.fake.UserByEmail("grace@example.com")
-	claims := parsed.Claims.(jwt.MapClaims)
-	if !ok || claims["sub"] != user.ID || parsed.Header["cat"] != clerk.TemplateTokenCategory || !strings.HasPrefix(parsed.Header["kid"].(string), "ins_") {
-		t.Errorf("access token header %v claims %v; want a template token for %s", parsed.Header, claims, user.ID)
+	if !ok || claims["sub"] != user.ID || header["cat"] != clerk.TemplateTokenCategory || !strings.HasPrefix(header["kid"].(string), "ins_") {
+		t.Errorf("access token header %v claims %v; want a template token for %s", header, claims, user.ID)
 	}
 	exp, _ := claims.GetExpirationTime()
 	if life := time.Until(exp.Time); life < 7*24*time.Hour-time.Minute || life > 7*24*time.Hour+time.Minute {
@@ -215,18 +282,23 @@ func TestEndToEndBrowserLogin(t *testing.T) {
 		t.Errorf("/api/me with the access token: %d", code)
 	}
 
-	// A Clerk session token is not an access token for the app's API.
+	// Other tokens of the same instance are no access tokens for the app's
+	// API: a Clerk session token, and a token of the CLI's own template that
+	// the signed-in browser minted itself through the Frontend API.
 	sessions := b.fake.Sessions(user.ID)
 	if len(sessions) != 1 {
 		t.Fatalf("sessions = %v", sessions)
 	}
 	sessTok, _ := b.fake.SessionToken(sessions[0].ID, b.issuer, nil)
-	if code := b.apiMe(t, sessTok); code != http.StatusUnauthorized {
-		t.Errorf("/api/me with a Clerk session token: %d, want 401", code)
+	browserTok, _ := b.fake.FrontendTemplateToken(sessions[0].ID, "cli", b.issuer)
+	for name, tok := range map[string]string{"a Clerk session token": sessTok, "a browser-minted cli template token": browserTok} {
+		if code := b.apiMe(t, tok); code != http.StatusUnauthorized {
+			t.Errorf("/api/me with %s: %d, want 401", name, code)
+		}
 	}
 
 	// Refresh mints again while the Clerk session is active …
-	refreshed, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+	refreshed, err := l.oc.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
 	if err != nil {
 		t.Fatalf("refresh with an active Clerk session: %v", err)
 	}
@@ -237,7 +309,7 @@ func TestEndToEndBrowserLogin(t *testing.T) {
 	if err := b.fake.EndSession(sessions[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err = oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshed.RefreshToken}).Token()
+	_, err = l.oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshed.RefreshToken}).Token()
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Fatalf("refresh after the Clerk session ended: %v, want invalid_grant", err)
@@ -253,10 +325,141 @@ func TestEndToEndBrowserLogin(t *testing.T) {
 	}
 }
 
+// TestEndToEndProxy: a production instance whose Frontend API is reached
+// only through a proxy on the backend's own origin (/__clerk), as Clerk's
+// proxy guide sets it up. clerk-js must be told (data-clerk-proxy-url) and
+// loaded through it, the page's CSP must let it connect there, and every
+// token is issued by the proxy URL. A ban (user.updated, banned) then
+// revokes the CLI's access token.
+func TestEndToEndProxy(t *testing.T) {
+	tab := testenv.Browser(t)
+	b := newBackend(t, backendOpts{proxy: true})
+	proxyURL := b.issuer + "/__clerk"
+	l := b.newLogin(t)
+	if l.md["access_token_issuer"] != proxyURL || l.md["jwks_uri"] != proxyURL+"/.well-known/jwks.json" {
+		t.Fatalf("metadata does not point at the proxy: %v", l.md)
+	}
+	browserStep(t, tab, "signed-out redirect to Clerk sign-in", chromedp.Navigate(l.authURL))
+	signInAtClerk(t, tab, "pat@example.com")
+	tok := b.authorize(t, tab, l)
+	_, claims := verifyAccessToken(t, l, tok.AccessToken)
+	if claims["iss"] != proxyURL {
+		t.Errorf("access token iss = %v, want the proxy URL", claims["iss"])
+	}
+	if code := b.apiMe(t, tok.AccessToken); code != http.StatusOK {
+		t.Errorf("/api/me with the access token: %d", code)
+	}
+	user, _ := b.fake.UserByEmail("pat@example.com")
+	if err := b.fake.BanUser(user.ID); err != nil {
+		t.Fatal(err)
+	}
+	if status, err := b.fake.SendWebhook(context.Background(), b.issuer+"/webhooks/clerk", "user.updated", b.fake.UserData(user.ID)); err != nil || status != http.StatusOK {
+		t.Fatalf("webhook: %d, %v", status, err)
+	}
+	if code := b.apiMe(t, tok.AccessToken); code != http.StatusUnauthorized {
+		t.Errorf("/api/me after the user was banned: %d, want 401", code)
+	}
+}
+
+// signInOnApp signs the browser in at the fake Clerk for app, another
+// origin than the backend (the application the user already uses), and
+// returns the user.
+func signInOnApp(t *testing.T, tab context.Context, b *backend, email string) clerktest.User {
+	t.Helper()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "the app")
+	}))
+	t.Cleanup(app.Close)
+	browserStep(t, tab, "sign-in page", chromedp.Navigate(b.fake.URL+"/sign-in?redirect_url="+url.QueryEscape(app.URL+"/")))
+	signInAtClerk(t, tab, email)
+	browserStep(t, tab, "back on the app", chromedp.WaitVisible(`//body[contains(., "the app")]`))
+	u, _ := b.fake.UserByEmail(email)
+	return u
+}
+
+// TestEndToEndSignedInOnTheApp: the browser is already signed in to Clerk
+// on the application's origin. clerk-js's cached session token was minted
+// for that origin (its azp); the page asks for a fresh one
+// (getToken({skipCache: true})), minted for its own origin, and the user
+// goes straight to consent.
+func TestEndToEndSignedInOnTheApp(t *testing.T) {
+	tab := testenv.Browser(t)
+	b := newBackend(t, backendOpts{})
+	user := signInOnApp(t, tab, b, "app@example.com")
+	l := b.newLogin(t)
+	browserStep(t, tab, "straight to consent", chromedp.Navigate(l.authURL))
+	tok := b.authorize(t, tab, l)
+	if _, claims := verifyAccessToken(t, l, tok.AccessToken); claims["sub"] != user.ID {
+		t.Errorf("access token for %v, want %s", claims["sub"], user.ID)
+	}
+}
+
+// TestEndToEndPendingTask: the browser's Clerk session has a task to finish
+// (here an organization to choose, added after the user signed in on the
+// app). clerk-js sets Clerk.session but Clerk.isSignedIn is false; the page
+// sends the browser to the task on Clerk's sign-in and, once it is done,
+// on to consent.
+func TestEndToEndPendingTask(t *testing.T) {
+	tab := testenv.Browser(t)
+	b := newBackend(t, backendOpts{})
+	user := signInOnApp(t, tab, b, "org@example.com")
+	sessions := b.fake.Sessions(user.ID)
+	if len(sessions) != 1 {
+		t.Fatalf("sessions = %v", sessions)
+	}
+	if err := b.fake.AddTask(sessions[0].ID, clerktest.TaskChooseOrganization); err != nil {
+		t.Fatal(err)
+	}
+
+	l := b.newLogin(t)
+	browserStep(t, tab, "redirect to the pending task",
+		chromedp.Navigate(l.authURL),
+		chromedp.WaitVisible(`//button[normalize-space()="Continue"]`))
+	taskURL, page := current(t, tab)
+	if !strings.HasPrefix(taskURL, b.fake.URL+"/sign-in?redirect_url=") || !strings.HasSuffix(taskURL, "#/tasks/"+clerktest.TaskChooseOrganization) ||
+		!strings.Contains(page, clerktest.TaskChooseOrganization) {
+		t.Errorf("pending session went to %s:\n%s", taskURL, page)
+	}
+	browserStep(t, tab, "finish the task", chromedp.Click(`//button[normalize-space()="Continue"]`))
+	tok := b.authorize(t, tab, l)
+	_, claims := verifyAccessToken(t, l, tok.AccessToken)
+	if claims["sub"] != user.ID {
+		t.Errorf("access token for %v, want %s", claims["sub"], user.ID)
+	}
+	if s, _ := b.fake.Session(sessions[0].ID); s.Status != clerktest.StatusActive {
+		t.Errorf("session status %q after the task", s.Status)
+	}
+}
+
+// TestEndToEndSatellite: on a satellite domain, clerk-js is loaded as a
+// satellite (isSatellite, its domain, the primary's signInUrl) and a
+// signed-out user is sent to the primary domain's sign-in page, with the
+// satellite page as redirect_url.
+func TestEndToEndSatellite(t *testing.T) {
+	tab := testenv.Browser(t)
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "primary sign-in")
+	}))
+	t.Cleanup(primary.Close)
+	var domain string
+	b := newBackend(t, backendOpts{config: func(c *clerk.Config) {
+		u, _ := url.Parse(c.Issuer)
+		domain = u.Host
+		c.IsSatellite, c.Domain, c.SignInURL = true, domain, primary.URL+"/sign-in"
+	}})
+	l := b.newLogin(t)
+	browserStep(t, tab, "signed-out satellite", chromedp.Navigate(l.authURL), chromedp.WaitVisible(`//body[contains(., "primary sign-in")]`))
+	loc, _ := current(t, tab)
+	u, err := url.Parse(loc)
+	if err != nil || !strings.HasPrefix(loc, primary.URL+"/sign-in?") || !strings.HasPrefix(u.Query().Get("redirect_url"), b.issuer+"/oauth/") {
+		t.Errorf("signed-out satellite went to %s, want the primary's sign-in and back", loc)
+	}
+}
+
 // TestEndToEndTemplateTokenRefused drives the sign-in step without a browser: a POSTed
 // template token is refused with a precise message on the sign-in page.
 func TestEndToEndTemplateTokenRefused(t *testing.T) {
-	b := newBackend(t)
+	b := newBackend(t, backendOpts{})
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
 	md := b.metadata(t)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
+	"strings"
 
 	sdk "github.com/clerk/clerk-sdk-go/v2"
 )
@@ -16,18 +18,36 @@ var (
 	// bad signature, expired, wrong issuer, and the more precise reasons
 	// below, which wrap it too.
 	ErrSessionToken = errors.New("clerk: session token refused")
-	// ErrTemplateToken means a JWT template token was presented where a
-	// session token is required (its "cat" header says so), or a session
-	// token where a template token is required.
+	// ErrTemplateToken means a Clerk token of the wrong kind was presented:
+	// a JWT template, M2M or OAuth access token (or an opaque machine token
+	// or API key) where a session token is required, or anything but a
+	// Backend API-minted token of the configured JWT template where an
+	// access token is required. Clerk's "cat" header tells the kinds apart
+	// unless it is the ignore category; then claims do (sid only in session
+	// tokens, a "mch_" sub in M2M tokens, typ "at+jwt" in OAuth tokens).
 	ErrTemplateToken = errors.New("clerk: wrong token type")
 	// ErrMissingClaim means a required claim (exp, sid, sub) is absent.
 	ErrMissingClaim = errors.New("clerk: required claim missing")
 	// ErrAuthorizedParty means the token's "azp" is not an authorized
 	// party.
 	ErrAuthorizedParty = errors.New("clerk: unauthorized party")
-	// ErrSessionInactive means the Clerk session is not "active" (ended,
-	// expired, revoked, removed …).
+	// ErrSessionInactive means the Clerk session is not "active" (pending,
+	// ended, expired, revoked, removed, abandoned, replaced …).
 	ErrSessionInactive = errors.New("clerk: Clerk session is not active")
+	// ErrSessionPending means the Clerk session is "pending": the user
+	// signed in but has tasks to finish (choose an organization, reset the
+	// password, set up MFA). Errors wrapping it wrap ErrSessionInactive
+	// too.
+	ErrSessionPending = errors.New("clerk: Clerk session has pending tasks")
+	// ErrImpersonation means the Clerk session was started by impersonation
+	// (an "act" claim) and Config.AllowImpersonation is false.
+	ErrImpersonation = errors.New("clerk: impersonated Clerk session refused")
+	// ErrUserBlocked means the Clerk user is banned or locked.
+	ErrUserBlocked = errors.New("clerk: Clerk user is banned or locked")
+	// ErrSetup means the Clerk instance is not set up as keyloop needs it
+	// (the JWT template's claims, signing key or issuer); the message says
+	// what to change in the Dashboard or the Config.
+	ErrSetup = errors.New("clerk: Clerk instance set-up does not match")
 
 	// ErrClerkAPI is wrapped by failed Backend API calls; *APIError carries
 	// the details.
@@ -41,17 +61,17 @@ var (
 )
 
 // tokenError is a refusal of a token: it matches ErrSessionToken and its
-// precise kind with errors.Is, and unwraps to the cause.
+// precise kinds with errors.Is, and unwraps to the cause.
 type tokenError struct {
-	kind   error // ErrTemplateToken, ErrMissingClaim, …; nil for others
+	kinds  []error // ErrTemplateToken, ErrMissingClaim, …; empty for others
 	detail string
 	cause  error
 }
 
 func (e *tokenError) Error() string {
 	msg := ErrSessionToken.Error()
-	if e.kind != nil {
-		msg += ": " + e.kind.Error()[len("clerk: "):]
+	if len(e.kinds) > 0 {
+		msg += ": " + strings.TrimPrefix(e.kinds[0].Error(), "clerk: ")
 	}
 	if e.detail != "" {
 		msg += ": " + e.detail
@@ -63,13 +83,34 @@ func (e *tokenError) Error() string {
 }
 
 func (e *tokenError) Is(target error) bool {
-	return target == ErrSessionToken || (e.kind != nil && target == e.kind)
+	return target == ErrSessionToken || slices.Contains(e.kinds, target)
 }
 
 func (e *tokenError) Unwrap() error { return e.cause }
 
-func refuse(kind error, detail string, cause error) error {
-	return &tokenError{kind: kind, detail: detail, cause: cause}
+// refuse makes a tokenError; kind may be nil, more kinds may follow the
+// cause.
+func refuse(kind error, detail string, cause error, more ...error) error {
+	e := &tokenError{detail: detail, cause: cause}
+	if kind != nil {
+		e.kinds = append(e.kinds, kind)
+	}
+	e.kinds = append(e.kinds, more...)
+	return e
+}
+
+// sessionStatusError is a Clerk session in a status other than "active".
+type sessionStatusError struct{ status string }
+
+func (e *sessionStatusError) Error() string {
+	if e.status == "pending" {
+		return `clerk: Clerk session is not active: status "pending" (tasks to finish)`
+	}
+	return fmt.Sprintf("clerk: Clerk session is not active: status %q", e.status)
+}
+
+func (e *sessionStatusError) Is(target error) bool {
+	return target == ErrSessionInactive || (target == ErrSessionPending && e.status == "pending")
 }
 
 // APIError is a failed Clerk Backend API call. It holds no credentials.

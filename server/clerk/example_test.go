@@ -2,6 +2,7 @@ package clerk_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -61,7 +62,8 @@ func (printRevoker) RevokeIdentitySession(context.Context, string) error {
 
 var user clerktest.User
 
-// The webhook endpoint for Clerk's user.deleted and session.* events, here
+// The webhook endpoint for Clerk's user.deleted, user.updated (bans and
+// locks) and session.* events, here
 // receiving a delivery from the fake Clerk of package clerktest. In a real
 // backend the Revoker is the *server.Handler.
 func ExampleProvider_WebhookHandler() {
@@ -98,4 +100,33 @@ func ExampleProvider_WebhookHandler() {
 	// Output:
 	// revoke every login of a user: true
 	// 200 <nil>
+}
+
+// CheckSetup reads the JWT template through the Backend API (here the fake
+// Clerk of package clerktest, whose "cli" template lacks keyloop's marker
+// claim) and says what to change.
+func ExampleProvider_CheckSetup() {
+	fake, err := clerktest.Start(clerktest.Options{Templates: map[string]clerktest.Template{
+		"cli": {Claims: map[string]any{"aud": "https://api.example.com"}},
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer fake.Close()
+	p, err := clerk.New(clerk.Config{
+		SecretKey:      fake.SecretKey,
+		PublishableKey: fake.PublishableKey,
+		APIURL:         fake.APIURL,
+		Audience:       "https://api.example.com",
+		Issuer:         "https://auth.example.com",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = p.CheckSetup(context.Background())
+	fmt.Println(errors.Is(err, clerk.ErrSetup))
+	fmt.Println(err)
+	// Output:
+	// true
+	// clerk: Clerk instance set-up does not match: JWT template "cli" (Dashboard → JWT templates → cli): add the claim "keyloop_template": "cli"
 }

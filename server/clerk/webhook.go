@@ -93,10 +93,22 @@ func (g *memoryReplayGuard) Release(_ context.Context, id string) error {
 // 405 for other methods; 413 for bodies over MaxWebhookBody; and 500 when
 // the Revoker fails (Svix then retries).
 //
-// Events: "user.deleted" revokes the user's login sessions
-// (Revoker.RevokeSubject with data.id); "session.ended", "session.revoked"
-// and "session.removed" revoke the login sessions of that Clerk session
-// (Revoker.RevokeIdentitySession with data.id). Others are ignored.
+// Events (Clerk's webhook event catalogue; clerk/javascript
+// packages/backend/src/api/resources/Webhooks.ts):
+//
+//   - "user.deleted" revokes the user's login sessions and access tokens
+//     (Revoker.RevokeSubject with data.id);
+//   - "user.updated" with data.banned or data.locked true does the same.
+//     Clerk has no separate ban or lock event: banning (which also revokes
+//     the user's Clerk sessions) and locking (after too many failed sign-in
+//     attempts, or by an administrator) arrive as user.updated. An attacker
+//     who locks an account by guessing passwords thereby also ends that
+//     user's CLI logins; the user signs in again once unlocked;
+//   - "session.ended", "session.revoked" and "session.removed" revoke the
+//     login sessions of that Clerk session (Revoker.RevokeIdentitySession
+//     with data.id), so their refresh tokens stop working.
+//
+// Others are ignored.
 type WebhookHandler struct {
 	wh      *svix.Webhook
 	rev     Revoker
@@ -180,7 +192,9 @@ func (h *WebhookHandler) Handle(ctx context.Context, header http.Header, body []
 	var ev struct {
 		Type string `json:"type"`
 		Data struct {
-			ID string `json:"id"`
+			ID     string `json:"id"`
+			Banned bool   `json:"banned"`
+			Locked bool   `json:"locked"`
 		} `json:"data"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -197,6 +211,15 @@ func (h *WebhookHandler) Handle(ctx context.Context, header http.Header, body []
 	var revokeErr error
 	switch ev.Type {
 	case "user.deleted":
+		if ev.Data.ID == "" {
+			revokeErr = fmt.Errorf("%w: %s without data.id", errWebhookEvent, ev.Type)
+			break
+		}
+		revokeErr = h.rev.RevokeSubject(ctx, ev.Data.ID)
+	case "user.updated":
+		if !ev.Data.Banned && !ev.Data.Locked {
+			break
+		}
 		if ev.Data.ID == "" {
 			revokeErr = fmt.Errorf("%w: %s without data.id", errWebhookEvent, ev.Type)
 			break

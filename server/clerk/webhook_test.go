@@ -80,12 +80,34 @@ func TestWebhookEvents(t *testing.T) {
 			t.Fatalf("%s: status %d", typ, code)
 		}
 	}
-	if code := send("user.updated", map[string]any{"id": e.user.ID}); code != 200 {
+	// An ordinary user.updated is ignored; Clerk sends bans and locks as
+	// user.updated with "banned" or "locked" set (there is no user.banned
+	// or user.locked event), and those revoke.
+	if code := send("user.updated", e.fake.UserData(e.user.ID)); code != 200 {
 		t.Fatalf("user.updated: status %d", code)
 	}
 	s := "session " + e.sess.ID
 	if got, want := rev.Calls(), "subject "+e.user.ID+", "+s+", "+s+", "+s; got != want {
 		t.Errorf("revocations = %q, want %q", got, want)
+	}
+	banned := e.fake.CreateUser("banned@example.com")
+	locked := e.fake.CreateUser("locked@example.com")
+	if err := e.fake.BanUser(banned.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.fake.LockUser(locked.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []clerktest.User{banned, locked} {
+		if code := send("user.updated", e.fake.UserData(u.ID)); code != 200 {
+			t.Fatalf("user.updated: status %d", code)
+		}
+	}
+	if got, want := rev.Calls(), "subject "+e.user.ID+", "+s+", "+s+", "+s+", subject "+banned.ID+", subject "+locked.ID; got != want {
+		t.Errorf("revocations = %q, want %q", got, want)
+	}
+	if code := send("user.updated", map[string]any{"object": "user", "banned": true}); code != 400 {
+		t.Errorf("user.updated banned without id: status %d, want 400", code)
 	}
 	if code := send("user.deleted", map[string]any{"object": "user"}); code != 400 {
 		t.Errorf("user.deleted without id: status %d, want 400", code)

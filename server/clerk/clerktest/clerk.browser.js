@@ -1,19 +1,69 @@
-// clerktest stand-in for Clerk's browser SDK (clerk-js). It exposes exactly
-// what keyloop's sign-in page uses: Clerk.load(), Clerk.user, Clerk.session,
-// Clerk.session.getToken() and Clerk.redirectToSignIn(options), talking to
-// the fake's Frontend API with the "__client" cookie like clerk-js does.
+// clerktest stand-in for Clerk's browser SDK (clerk-js v6). It exposes what
+// keyloop's sign-in page uses, and behaves as clerk-js does where it
+// matters (clerk/javascript packages/clerk-js src/index.browser.ts,
+// core/clerk.ts, core/fapiClient.ts):
+//   - the publishable key, proxy URL and satellite domain come from the
+//     script tag's data-clerk-publishable-key, data-clerk-proxy-url and
+//     data-clerk-domain;
+//   - Frontend API calls go to the proxy URL when one is set, else to
+//     https://clerk.<domain> on a production satellite, else to the host the
+//     publishable key encodes (plain http here, the scheme the script was
+//     loaded with);
+//   - load({isSatellite, signInUrl}) refuses what clerk-js refuses: a
+//     satellite without domain or proxy URL, a development satellite
+//     without signInUrl, a signInUrl that is not absolute or is on the
+//     page's own origin;
+//   - Clerk.session is set for active and pending sessions, Clerk.isSignedIn
+//     is false for a pending one, and session.currentTask names its task;
+//   - session.getToken() returns the cached last active token (minted for
+//     whichever origin last used the session) unless skipCache is set;
+//     getToken({template}) mints a JWT template token through the Frontend
+//     API;
+//   - redirectToSignIn goes to the satellite's signInUrl or the hosted sign-in
+//     page; redirectToTasks goes to the sign-in page's task route.
 (function () {
   "use strict";
   var script = document.currentScript;
-  var pk = (script && script.getAttribute("data-clerk-publishable-key")) || "";
+  function attr(name) {
+    return (script && script.getAttribute(name)) || "";
+  }
+  var pk = attr("data-clerk-publishable-key");
   var m = /^pk_(test|live)_(.+)$/.exec(pk);
   if (!m) {
-    throw new Error("clerktest clerk.browser.js: missing or malformed data-clerk-publishable-key");
+    throw new Error("Clerk: missing or malformed data-clerk-publishable-key");
   }
-  // The publishable key is base64(frontendApiHost + "$"); the fake serves
-  // plain http, so the scheme comes from where this script was loaded.
-  var host = atob(m[2]).replace(/\$$/, "");
-  var fapi = new URL(script.src).protocol + "//" + host;
+  var production = m[1] === "live";
+  var scheme = new URL(script.src).protocol;
+  var keyHost = atob(m[2]).replace(/\$$/, "");
+  var proxyUrl = attr("data-clerk-proxy-url").replace(/\/$/, "");
+  var domain = attr("data-clerk-domain");
+  if (proxyUrl && !/^https?:\/\//.test(proxyUrl)) {
+    proxyUrl = new URL(proxyUrl, window.location.href).href.replace(/\/$/, "");
+  }
+  var accountsBase = scheme + "//" + keyHost; // the hosted sign-in page
+  var options = {};
+
+  function fapi() {
+    if (proxyUrl) return proxyUrl;
+    if (production && domain) return "https://clerk." + domain.replace(/^https?:\/\//, "");
+    return scheme + "//" + keyHost;
+  }
+
+  function jwtExp(jwt) {
+    try {
+      var p = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(p)).exp * 1000;
+    } catch (e) {
+      return 0;
+    }
+  }
+
+  async function post(path) {
+    var res = await fetch(fapi() + path, { method: "POST", credentials: "include" });
+    if (res.status === 401) return null; // signed out
+    if (!res.ok) throw new Error("Clerk: token request failed with status " + res.status);
+    return (await res.json()).jwt;
+  }
 
   function makeSession(s) {
     var emails = s.user.email_addresses || [];
@@ -22,28 +72,66 @@
       if (emails[i].id === s.user.primary_email_address_id) primary = { emailAddress: emails[i].email_address };
     }
     var user = { id: s.user.id, primaryEmailAddress: primary, firstName: s.user.first_name, lastName: s.user.last_name };
+    var cached = s.last_active_token ? s.last_active_token.jwt : null;
     return {
       id: s.id,
       status: s.status,
       user: user,
-      getToken: async function () {
-        var res = await fetch(fapi + "/v1/client/sessions/" + encodeURIComponent(s.id) + "/tokens", {
-          method: "POST",
-          credentials: "include",
-        });
-        if (res.status === 401) return null; // signed out
-        if (!res.ok) throw new Error("Clerk: token request failed with status " + res.status);
-        return (await res.json()).jwt;
+      actor: s.actor || null,
+      currentTask: s.current_task || (s.tasks && s.tasks.length ? s.tasks[0] : null),
+      getToken: async function (opts) {
+        opts = opts || {};
+        var id = encodeURIComponent(s.id);
+        if (opts.template) return post("/v1/client/sessions/" + id + "/tokens/" + encodeURIComponent(opts.template));
+        if (!opts.skipCache && cached && jwtExp(cached) - Date.now() > 10000) return cached;
+        cached = await post("/v1/client/sessions/" + id + "/tokens");
+        return cached;
       },
     };
+  }
+
+  function back(o) {
+    return o.redirectUrl || o.signInForceRedirectUrl || o.signInFallbackRedirectUrl || window.location.href;
   }
 
   window.Clerk = {
     loaded: false,
     user: null,
     session: null,
-    load: async function () {
-      var res = await fetch(fapi + "/v1/client", { credentials: "include" });
+    get isSignedIn() {
+      return !!this.session && this.session.status !== "pending";
+    },
+    get isSatellite() {
+      return !!options.isSatellite;
+    },
+    get proxyUrl() {
+      return proxyUrl;
+    },
+    get domain() {
+      return domain;
+    },
+    load: async function (opts) {
+      options = opts || {};
+      if (options.isSatellite) {
+        if (!production && !options.signInUrl) {
+          throw new Error("Clerk: Missing signInUrl. A satellite application needs to specify the signInUrl for development instances.");
+        }
+        if (!proxyUrl && !domain) {
+          throw new Error("Clerk: Missing domain and proxyUrl. A satellite application needs to specify a domain or a proxyUrl.");
+        }
+      }
+      if (options.signInUrl) {
+        var u;
+        try {
+          u = new URL(options.signInUrl);
+        } catch (e) {
+          throw new Error("Clerk: The signInUrl needs to have a absolute url format.");
+        }
+        if (options.isSatellite && u.origin === window.location.origin) {
+          throw new Error("Clerk: The signInUrl needs to be on a different origin than your satellite application.");
+        }
+      }
+      var res = await fetch(fapi() + "/v1/client", { credentials: "include" });
       if (!res.ok) throw new Error("Clerk: failed to load the client, status " + res.status);
       var c = (await res.json()).response;
       this.user = null;
@@ -58,10 +146,20 @@
       }
       this.loaded = true;
     },
-    redirectToSignIn: function (options) {
-      var o = options || {};
-      var back = o.signInForceRedirectUrl || o.signInFallbackRedirectUrl || window.location.href;
-      window.location.assign(fapi + "/sign-in?redirect_url=" + encodeURIComponent(back));
+    buildSignInUrl: function (o) {
+      var base = options.signInUrl || accountsBase + "/sign-in";
+      var u = new URL(base);
+      u.searchParams.set("redirect_url", back(o || {}));
+      return u.href;
+    },
+    redirectToSignIn: function (o) {
+      window.location.assign(this.buildSignInUrl(o));
+      return new Promise(function () {});
+    },
+    redirectToTasks: function (o) {
+      var task = this.session && this.session.currentTask;
+      if (!task) return Promise.resolve();
+      window.location.assign(this.buildSignInUrl(o) + "#/tasks/" + encodeURIComponent(task.key));
       return new Promise(function () {});
     },
   };

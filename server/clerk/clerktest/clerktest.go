@@ -1,34 +1,75 @@
 // Package clerktest is a local, faithful fake of the parts of Clerk that
-// server/clerk uses, for tests. It is the one Clerk fake in this repository.
+// server/clerk uses, for tests. It is the one Clerk fake in this repository,
+// and it models Clerk as Clerk's own sources describe it (clerk/javascript's
+// backend and clerk-js packages, clerk-sdk-go v2, Clerk's docs), so that an
+// adapter sharing a wrong idea of Clerk fails against it.
 //
 // One Fake serves, on a loopback httptest server:
 //
 //   - the Backend API under /v1 (what github.com/clerk/clerk-sdk-go/v2 calls
 //     when its backend URL points at Fake.APIURL): GET /v1/jwks,
-//     GET /v1/sessions/{id}, POST /v1/sessions/{id}/tokens/{template} (body
+//     GET /v1/jwt_templates, GET /v1/sessions/{id},
+//     POST /v1/sessions/{id}/tokens/{template} (body
 //     {"expires_in_seconds": N}, answer {"object":"token","jwt":"…"}) and
 //     GET /v1/users/{id}. Requests need "Authorization: Bearer <SecretKey>".
 //     Errors use Clerk's body {"errors":[{"message","long_message","code"}],
 //     "clerk_trace_id"} with Clerk's status codes (401, 404, 422).
 //   - the Frontend API at its root (Fake.FrontendAPIURL): GET
-//     /.well-known/jwks.json, GET /v1/client and POST
-//     /v1/client/sessions/{id}/tokens (the calls the browser SDK makes, with
-//     a "__client" cookie and credentialed CORS), and a sign-in page at
-//     /sign-in (an e-mail field and a "Sign in" button) that signs the
-//     browser in and returns to redirect_url.
-//   - a stand-in for the browser SDK at the path Clerk serves it from,
-//     /npm/@clerk/clerk-js@5/dist/clerk.browser.js, exposing exactly what the
-//     keyloop page uses: Clerk.load(), Clerk.user, Clerk.session,
-//     Clerk.session.getToken() and Clerk.redirectToSignIn(options).
+//     /.well-known/jwks.json, GET /v1/client, POST
+//     /v1/client/sessions/{id}/tokens (a session token) and POST
+//     /v1/client/sessions/{id}/tokens/{template} (a JWT template token minted
+//     by the browser), with a "__client" cookie and credentialed CORS; a
+//     sign-in page at /sign-in (an e-mail field and a "Sign in" button) that
+//     signs the browser in, shows the session's pending tasks (a "Continue"
+//     button) and returns to redirect_url.
+//   - a stand-in for the browser SDK at the path Clerk serves clerk-js v6
+//     from (ClerkJSPath), exposing what keyloop's page uses: Clerk.load(),
+//     Clerk.user, Clerk.session (status, currentTask, getToken with
+//     skipCache and template), Clerk.isSignedIn, Clerk.redirectToSignIn and
+//     Clerk.redirectToTasks, honouring data-clerk-proxy-url,
+//     data-clerk-domain and the satellite options of load() the way clerk-js
+//     does.
 //
-// Tokens are RS256 JWTs signed with one instance key whose "kid" is "ins_…",
-// with a "cat" header: SessionTokenCategory for session tokens (claims azp,
-// exp, iat, iss, jti, nbf, sid, sts, sub, v) and TemplateTokenCategory for
-// JWT template tokens (azp when known, exp, iat, iss, jti, nbf, sub and the
-// template's claims; no sid). The issuer is FrontendAPIURL.
+// What it models, and from where:
+//
+//   - Token categories: the "cat" header is SessionTokenCategory,
+//     TemplateTokenCategory or M2MTokenCategory, or IgnoreTokenCategory on
+//     every token when Options.IgnoreCategory is set (Clerk's
+//     use_ignore_jwt_cat instance setting; clerk/javascript
+//     packages/backend/src/tokens/jwtCategories.ts).
+//   - Session tokens (Clerk docs, "Session tokens", v2 claims): azp (the
+//     requesting page's Origin, absent without one), exp, iat, iss, jti, nbf,
+//     sid, sts (the session status), sub, v=2, and act when impersonated.
+//     The Frontend API hands out tokens for pending sessions too (sts
+//     "pending"), as clerk-js keeps such a session in Clerk.session.
+//   - JWT template tokens (Clerk docs, "JWT templates"): the template's
+//     claims with shortcodes replaced, plus exp, iat, iss, jti, nbf, sub; never
+//     sid. azp only when minted through the Frontend API (a browser's
+//     Clerk.session.getToken({template})), with the template's own lifetime;
+//     Backend API tokens carry no azp and honour expires_in_seconds. A
+//     template with a custom signing key signs with a key that is not in the
+//     instance JWKS.
+//   - Machine tokens: M2M JWTs with "sub" starting "mch_", and OAuth access
+//     token JWTs with "typ" "at+jwt" (RFC 9068; clerk/javascript
+//     packages/backend/src/tokens/machine.ts). Clerk's docs do not list the
+//     OAuth token's claims; the fake gives it the user's sid as well, the
+//     worst case for a verifier that only looks for sid.
+//   - Session statuses (Backend API): active, pending (tasks such as
+//     "choose-organization"), ended, revoked, removed, expired, abandoned,
+//     replaced.
+//   - Proxies (Clerk docs, "Proxying the Clerk Frontend API"): after
+//     SetProxyURL, the Frontend API answers browser calls only through the
+//     proxy (Clerk-Proxy-Url and Clerk-Secret-Key headers), and every token's
+//     iss is the proxy URL (clerk-sdk-go v2 jwt.Verify requires iss ==
+//     ProxyURL). Proxying needs a production instance (Options.Production).
+//   - Bans and locks: BanUser revokes the user's sessions and LockUser does
+//     not; both show in the user object ("banned", "locked") that the
+//     Backend API and user.updated webhooks carry. Clerk has no user.banned
+//     or user.locked event.
 //
 // Methods change the state the way Clerk's dashboard or users would
-// (EndSession, RevokeSession, DeleteUser) and deliver Svix-signed webhooks
+// (EndSession, RevokeSession, SetSessionStatus, DeleteUser, BanUser,
+// LockUser, Impersonate, SetProxyURL) and deliver Svix-signed webhooks
 // (SendWebhook, SignWebhook) with the secret WebhookSecret.
 package clerktest
 
@@ -41,14 +82,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,19 +94,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	svix "github.com/svix/svix-webhooks/go"
 )
 
-// The "cat" (token category) header values Clerk puts on its JWTs.
+// The "cat" (token category) header values Clerk puts on its JWTs
+// (clerk/javascript packages/backend/src/tokens/jwtCategories.ts).
 const (
 	SessionTokenCategory  = "cl_B7d4PD111AAA"
 	TemplateTokenCategory = "cl_B7d4PD222AAA"
+	M2MTokenCategory      = "cl_B7d4PD333AAA"
+	// IgnoreTokenCategory is stamped on every token by instances with
+	// use_ignore_jwt_cat; it says nothing about the kind of token.
+	IgnoreTokenCategory = "cl_I7d4PD111III"
 )
 
 // ClerkJSPath is where the fake serves its stand-in for the browser SDK: the
-// path Clerk serves clerk-js v5 from on a Frontend API host.
-const ClerkJSPath = "/npm/@clerk/clerk-js@5/dist/clerk.browser.js"
+// path Clerk serves clerk-js v6 from on a Frontend API host.
+const ClerkJSPath = "/npm/@clerk/clerk-js@6/dist/clerk.browser.js"
 
 // ClientCookie is the name of the Frontend API cookie that identifies the
 // browser's Clerk client.
@@ -76,39 +118,83 @@ const ClientCookie = "__client"
 
 // Session statuses, as Clerk's Backend API names them.
 const (
-	StatusActive  = "active"
-	StatusEnded   = "ended"
-	StatusRevoked = "revoked"
-	StatusRemoved = "removed"
-	StatusExpired = "expired"
+	StatusActive    = "active"
+	StatusPending   = "pending"
+	StatusEnded     = "ended"
+	StatusRevoked   = "revoked"
+	StatusRemoved   = "removed"
+	StatusExpired   = "expired"
+	StatusAbandoned = "abandoned"
+	StatusReplaced  = "replaced"
 )
+
+// Session task keys (Clerk's SessionTask["key"]).
+const (
+	TaskChooseOrganization = "choose-organization"
+	TaskResetPassword      = "reset-password"
+	TaskSetupMFA           = "setup-mfa"
+)
+
+// ActorIssuer is the "iss" inside the act claim of sessions started by
+// impersonation from the Clerk Dashboard.
+const ActorIssuer = "https://dashboard.clerk.com"
+
+// TemplateMarker is the claim keyloop's README tells users to put in the CLI
+// JWT template, with the template's name as value (see server/clerk).
+const TemplateMarker = "keyloop_template"
 
 // Template is a JWT template of the fake instance.
 type Template struct {
 	// Claims are the template's claims. String values "{{user.id}}",
-	// "{{user.primary_email_address}}", "{{user.first_name}}" and
-	// "{{user.last_name}}" are replaced like Clerk's shortcodes; other
-	// values are copied as they are (e.g. "aud").
+	// "{{user.primary_email_address}}", "{{user.first_name}}",
+	// "{{user.last_name}}", "{{user.full_name}}" are replaced like Clerk's
+	// shortcodes, and a value that is exactly "{{session.actor}}" becomes
+	// the session's actor object (null when not impersonated); other values
+	// are copied as they are (e.g. "aud").
 	Claims map[string]any
-	// Lifetime is the default token lifetime when a request has no
-	// expires_in_seconds. Zero means 60 seconds, Clerk's default.
+	// Lifetime is the default token lifetime, used for tokens minted without
+	// expires_in_seconds (all Frontend API template tokens). Zero means 60
+	// seconds, Clerk's default.
 	Lifetime time.Duration
+	// CustomSigningKey makes the template sign with a key of its own, which
+	// is not in the instance JWKS (the Dashboard's "Custom signing key").
+	CustomSigningKey bool
 }
 
-// Options configures a Fake. The zero value is a usable fake with one
-// template "cli" carrying {"aud": "keyloop-test", "email":
-// "{{user.primary_email_address}}"}.
+// DefaultTemplates returns the templates of a fake made with nil
+// Options.Templates: one "cli" template as keyloop's README describes it.
+func DefaultTemplates() map[string]Template {
+	return map[string]Template{"cli": {Claims: map[string]any{
+		"aud":          "keyloop-test",
+		"email":        "{{user.primary_email_address}}",
+		TemplateMarker: "cli",
+	}}}
+}
+
+// Options configures a Fake. The zero value is a usable development
+// instance with DefaultTemplates.
 type Options struct {
-	// Templates are the instance's JWT templates by name. Nil means the
-	// default "cli" template above.
+	// Templates are the instance's JWT templates by name. Nil means
+	// DefaultTemplates().
 	Templates map[string]Template
 	// AllowedOrigins are the origins the Frontend API answers credentialed
-	// CORS requests from and the sign-in page redirects back to. Nil means
-	// any http(s) loopback origin.
+	// CORS requests from and the sign-in page redirects back to (a
+	// production instance's domain and its Allowed Subdomains). Nil means
+	// any http(s) loopback origin, like a development instance.
 	AllowedOrigins []string
 	// SessionLifetime is how long a session lives after sign-in. Zero means
 	// 7 days, Clerk's default maximum session lifetime.
 	SessionLifetime time.Duration
+	// Production makes a production instance: keys start with pk_live_ and
+	// sk_live_, and proxying (SetProxyURL) is possible.
+	Production bool
+	// IgnoreCategory stamps IgnoreTokenCategory on every token, as instances
+	// with use_ignore_jwt_cat do.
+	IgnoreCategory bool
+	// SessionTasks are the tasks every new sign-in must complete (e.g.
+	// TaskChooseOrganization); the session stays "pending" until the
+	// browser completes them on the sign-in page. Nil means none.
+	SessionTasks []string
 	// Now is the fake's clock. Nil means time.Now.
 	Now func() time.Time
 }
@@ -119,6 +205,9 @@ type User struct {
 	Email     string // the primary e-mail address
 	FirstName string // may be empty
 	LastName  string // may be empty
+	// Banned and Locked are the user object's "banned" and "locked".
+	Banned bool
+	Locked bool
 }
 
 // Session is a session of the fake instance.
@@ -126,11 +215,17 @@ type Session struct {
 	ID       string // "sess_…", the "sid" of session tokens
 	ClientID string // the Clerk client (browser) the session belongs to
 	UserID   string // the User's ID
-	Status   string // "active", "ended", "revoked", … as Clerk reports it
-	// Origin is the origin the browser signed in from; it becomes "azp".
-	Origin    string
+	Status   string // StatusActive, StatusPending, … as Clerk reports it
+	// Origin is the origin the browser signed in from; the session's last
+	// active token carries it as "azp".
+	Origin string
+	// Tasks are the pending session tasks, first one current.
+	Tasks []string
+	// ActorID is the impersonator's user ID when the session was started
+	// by impersonation, else empty.
+	ActorID   string
 	CreatedAt time.Time // when the session was created
-	ExpireAt  time.Time // when Clerk ends it
+	ExpireAt  time.Time // when Clerk ends it (its maximum lifetime)
 }
 
 // Fake is a running fake Clerk instance. Its methods are safe for concurrent
@@ -140,24 +235,26 @@ type Fake struct {
 	URL string
 	// APIURL is the Backend API base URL for the SDK: URL + "/v1".
 	APIURL string
-	// FrontendAPIURL is the Frontend API URL and the "iss" of its tokens
-	// (equal to URL).
+	// FrontendAPIURL is the Frontend API URL (equal to URL). It is the
+	// "iss" of tokens until a proxy is configured (SetProxyURL).
 	FrontendAPIURL string
-	// SecretKey authorizes Backend API requests ("sk_test_…").
+	// SecretKey authorizes Backend API requests ("sk_test_…", "sk_live_…").
 	SecretKey string
-	// PublishableKey is "pk_test_" + base64(host + "$") of the fake.
+	// PublishableKey is "pk_test_" (or "pk_live_") + base64(host + "$").
 	PublishableKey string
 	// WebhookSecret is the Svix signing secret ("whsec_…").
 	WebhookSecret string
 	// KeyID is the "kid" of the instance key ("ins_…").
 	KeyID string
 
-	srv  *httptest.Server
-	key  *rsa.PrivateKey
-	opts Options
-	wh   *svix.Webhook
+	srv       *httptest.Server
+	key       *rsa.PrivateKey
+	customKey *rsa.PrivateKey
+	opts      Options
+	wh        *svix.Webhook
 
 	mu       sync.Mutex
+	proxyURL string
 	users    map[string]*User
 	sessions map[string]*Session
 	clients  map[string][]string // client ID → session IDs
@@ -178,10 +275,7 @@ func New(t testing.TB, opts Options) *Fake {
 // Start starts a fake Clerk on a loopback port. Call Close when done.
 func Start(opts Options) (*Fake, error) {
 	if opts.Templates == nil {
-		opts.Templates = map[string]Template{"cli": {Claims: map[string]any{
-			"aud":   "keyloop-test",
-			"email": "{{user.primary_email_address}}",
-		}}}
+		opts.Templates = DefaultTemplates()
 	}
 	if opts.SessionLifetime == 0 {
 		opts.SessionLifetime = 7 * 24 * time.Hour
@@ -193,14 +287,27 @@ func Start(opts Options) (*Fake, error) {
 	if err != nil {
 		return nil, err
 	}
+	var customKey *rsa.PrivateKey // a template's own key, not in the JWKS
+	for _, t := range opts.Templates {
+		if t.CustomSigningKey && customKey == nil {
+			if customKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+				return nil, err
+			}
+		}
+	}
 	secret := make([]byte, 24)
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
+	env := "test"
+	if opts.Production {
+		env = "live"
+	}
 	f := &Fake{
 		key:           key,
+		customKey:     customKey,
 		opts:          opts,
-		SecretKey:     "sk_test_" + randomID(16),
+		SecretKey:     "sk_" + env + "_" + randomID(16),
 		WebhookSecret: "whsec_" + base64.StdEncoding.EncodeToString(secret),
 		KeyID:         "ins_" + randomID(12),
 		users:         map[string]*User{},
@@ -215,7 +322,7 @@ func Start(opts Options) (*Fake, error) {
 	f.APIURL = f.URL + "/v1"
 	f.FrontendAPIURL = f.URL
 	host := strings.TrimPrefix(f.URL, "http://")
-	f.PublishableKey = "pk_test_" + base64.StdEncoding.EncodeToString([]byte(host+"$"))
+	f.PublishableKey = "pk_" + env + "_" + base64.StdEncoding.EncodeToString([]byte(host+"$"))
 	return f, nil
 }
 
@@ -228,6 +335,36 @@ func (f *Fake) Requests() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.requests...)
+}
+
+// SetProxyURL configures a proxy of the Frontend API, as the Dashboard's
+// Domains page does ("Set proxy configuration"): from then on the Frontend
+// API answers browser requests only through the proxy, and tokens carry the
+// proxy URL as "iss". Clerk allows it on production instances only; an
+// empty URL removes the proxy.
+func (f *Fake) SetProxyURL(proxyURL string) error {
+	if proxyURL != "" && !f.opts.Production {
+		return fmt.Errorf("clerktest: proxying does not work for development instances")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.proxyURL = strings.TrimSuffix(proxyURL, "/")
+	return nil
+}
+
+// Issuer returns the "iss" of the tokens the instance mints now: the proxy
+// URL when one is configured, else FrontendAPIURL.
+func (f *Fake) Issuer() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.issuerLocked()
+}
+
+func (f *Fake) issuerLocked() string {
+	if f.proxyURL != "" {
+		return f.proxyURL
+	}
+	return f.FrontendAPIURL
 }
 
 // CreateUser adds a user with the e-mail address and returns it.
@@ -249,30 +386,90 @@ func (f *Fake) createUserLocked(email string) *User {
 	return u
 }
 
-// SignIn creates an active session for the user as if a browser at origin
-// signed in, and returns it.
+// SignIn creates a session for the user as if a browser at origin signed
+// in, and returns it. The session is "pending" while Options.SessionTasks
+// are to be done, else "active".
 func (f *Fake) SignIn(userID, origin string) (Session, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s, err := f.signInLocked(userID, "client_"+randomID(12), origin)
+	s, err := f.signInLocked(userID, "client_"+randomID(12), origin, "")
 	if err != nil {
 		return Session{}, err
 	}
 	return *s, nil
 }
 
-func (f *Fake) signInLocked(userID, clientID, origin string) (*Session, error) {
-	if _, ok := f.users[userID]; !ok {
+// Impersonate creates a session for userID started by actorID through an
+// actor token (the Dashboard's "Impersonate user"): its tokens carry an
+// "act" claim naming the actor.
+func (f *Fake) Impersonate(actorID, userID, origin string) (Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.users[actorID]; !ok {
+		return Session{}, fmt.Errorf("clerktest: no user %s", actorID)
+	}
+	s, err := f.signInLocked(userID, "client_"+randomID(12), origin, actorID)
+	if err != nil {
+		return Session{}, err
+	}
+	return *s, nil
+}
+
+func (f *Fake) signInLocked(userID, clientID, origin, actorID string) (*Session, error) {
+	u, ok := f.users[userID]
+	if !ok {
 		return nil, fmt.Errorf("clerktest: no user %s", userID)
+	}
+	if u.Banned || u.Locked {
+		return nil, fmt.Errorf("clerktest: user %s is banned or locked and cannot sign in", userID)
 	}
 	now := f.opts.Now()
 	s := &Session{
 		ID: "sess_" + randomID(12), ClientID: clientID, UserID: userID, Status: StatusActive,
-		Origin: origin, CreatedAt: now, ExpireAt: now.Add(f.opts.SessionLifetime),
+		Origin: origin, ActorID: actorID, CreatedAt: now, ExpireAt: now.Add(f.opts.SessionLifetime),
+		Tasks: slices.Clone(f.opts.SessionTasks),
+	}
+	if len(s.Tasks) > 0 {
+		s.Status = StatusPending
 	}
 	f.sessions[s.ID] = s
 	f.clients[clientID] = append(f.clients[clientID], s.ID)
 	return s, nil
+}
+
+// AddTask makes the session pending until the task is done.
+func (f *Fake) AddTask(sessionID, task string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[sessionID]
+	if !ok {
+		return fmt.Errorf("clerktest: no session %s", sessionID)
+	}
+	s.Tasks = append(s.Tasks, task)
+	if s.Status == StatusActive {
+		s.Status = StatusPending
+	}
+	return nil
+}
+
+// CompleteTasks completes the session's tasks: a pending session becomes
+// active.
+func (f *Fake) CompleteTasks(sessionID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[sessionID]
+	if !ok {
+		return fmt.Errorf("clerktest: no session %s", sessionID)
+	}
+	f.completeTasksLocked(s)
+	return nil
+}
+
+func (f *Fake) completeTasksLocked(s *Session) {
+	s.Tasks = nil
+	if s.Status == StatusPending {
+		s.Status = StatusActive
+	}
 }
 
 // Session returns the session with the ID.
@@ -314,19 +511,25 @@ func (f *Fake) Sessions(userID string) []Session {
 
 // refreshLocked expires a session whose time is up.
 func (f *Fake) refreshLocked(s *Session) *Session {
-	if s.Status == StatusActive && !f.opts.Now().Before(s.ExpireAt) {
+	if (s.Status == StatusActive || s.Status == StatusPending) && !f.opts.Now().Before(s.ExpireAt) {
 		s.Status = StatusExpired
 	}
 	return s
 }
 
+// live reports whether the session can still get session tokens: active,
+// or pending its tasks.
+func live(s *Session) bool { return s.Status == StatusActive || s.Status == StatusPending }
+
 // EndSession ends the session (the user signed out).
-func (f *Fake) EndSession(id string) error { return f.setStatus(id, StatusEnded) }
+func (f *Fake) EndSession(id string) error { return f.SetSessionStatus(id, StatusEnded) }
 
 // RevokeSession revokes the session (from the dashboard or the Backend API).
-func (f *Fake) RevokeSession(id string) error { return f.setStatus(id, StatusRevoked) }
+func (f *Fake) RevokeSession(id string) error { return f.SetSessionStatus(id, StatusRevoked) }
 
-func (f *Fake) setStatus(id, status string) error {
+// SetSessionStatus sets the session's status, e.g. StatusAbandoned or
+// StatusReplaced (a single-session client signed into another account).
+func (f *Fake) SetSessionStatus(id, status string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.sessions[id]
@@ -346,138 +549,62 @@ func (f *Fake) DeleteUser(id string) error {
 	}
 	delete(f.users, id)
 	for _, s := range f.sessions {
-		if s.UserID == id && s.Status == StatusActive {
+		if s.UserID == id && live(s) {
 			s.Status = StatusRemoved
 		}
 	}
 	return nil
 }
 
-// SessionToken mints a session token for the session as the Frontend API
-// does for Clerk.session.getToken() on a page at origin (its "azp"; empty
-// leaves azp out). mutate, when not nil, may change the claims and header
-// before signing, to build malformed tokens for tests.
-func (f *Fake) SessionToken(sessionID, origin string, mutate func(claims jwt.MapClaims, header map[string]any)) (string, error) {
-	s, ok := f.Session(sessionID) // a copy: EndSession may change the original
-	if !ok {
-		return "", fmt.Errorf("clerktest: no session %s", sessionID)
-	}
-	now := f.opts.Now()
-	claims := jwt.MapClaims{
-		"exp": now.Add(60 * time.Second).Unix(),
-		"iat": now.Unix(),
-		"nbf": now.Add(-10 * time.Second).Unix(),
-		"iss": f.FrontendAPIURL,
-		"jti": randomID(10),
-		"sid": s.ID,
-		"sts": s.Status,
-		"sub": s.UserID,
-		"v":   2,
-	}
-	if origin != "" {
-		claims["azp"] = origin
-	}
-	header := map[string]any{"cat": SessionTokenCategory}
-	if mutate != nil {
-		mutate(claims, header)
-	}
-	return f.sign(claims, header)
-}
-
-// TemplateToken mints a JWT template token for the session as the Backend
-// API does, with the template's lifetime when expiresIn is zero.
-func (f *Fake) TemplateToken(sessionID, templateName string, expiresIn time.Duration) (string, error) {
-	tok, apiErr := f.templateToken(sessionID, templateName, expiresIn)
-	if apiErr != nil {
-		return "", fmt.Errorf("clerktest: %s", apiErr.Errors[0].LongMessage)
-	}
-	return tok, nil
-}
-
-func (f *Fake) templateToken(sessionID, templateName string, expiresIn time.Duration) (string, *apiErrorBody) {
+// BanUser bans the user (Dashboard or POST /v1/users/{id}/ban): the user
+// cannot sign in and the user's sessions are revoked.
+func (f *Fake) BanUser(id string) error {
 	f.mu.Lock()
-	var s Session // a copy: EndSession may change the original
-	var u User
-	sp, ok := f.sessions[sessionID]
-	if ok {
-		s = *f.refreshLocked(sp)
-		if uu, found := f.users[s.UserID]; found {
-			u = *uu
-		}
-	}
-	f.mu.Unlock()
-	if !ok || s.Status != StatusActive {
-		return "", notFound("session")
-	}
-	tmpl, ok := f.opts.Templates[templateName]
+	defer f.mu.Unlock()
+	u, ok := f.users[id]
 	if !ok {
-		return "", notFound("JWT template")
+		return fmt.Errorf("clerktest: no user %s", id)
 	}
-	if expiresIn == 0 {
-		expiresIn = tmpl.Lifetime
-		if expiresIn == 0 {
-			expiresIn = 60 * time.Second
+	u.Banned = true
+	for _, s := range f.sessions {
+		if s.UserID == id && live(s) {
+			s.Status = StatusRevoked
 		}
 	}
-	now := f.opts.Now()
-	claims := jwt.MapClaims{}
-	for k, v := range tmpl.Claims {
-		if str, isStr := v.(string); isStr {
-			v = strings.NewReplacer(
-				"{{user.id}}", u.ID,
-				"{{user.primary_email_address}}", u.Email,
-				"{{user.first_name}}", u.FirstName,
-				"{{user.last_name}}", u.LastName,
-			).Replace(str)
-		}
-		claims[k] = v
-	}
-	for k, v := range map[string]any{
-		"exp": now.Add(expiresIn).Unix(),
-		"iat": now.Unix(),
-		"nbf": now.Add(-10 * time.Second).Unix(),
-		"iss": f.FrontendAPIURL,
-		"jti": randomID(10),
-		"sub": s.UserID,
-	} {
-		claims[k] = v
-	}
-	if s.Origin != "" {
-		claims["azp"] = s.Origin
-	}
-	tok, err := f.sign(claims, map[string]any{"cat": TemplateTokenCategory})
-	if err != nil {
-		return "", &apiErrorBody{status: 500, Errors: []apiError{{Message: "internal error", LongMessage: err.Error(), Code: "internal_clerk_error"}}}
-	}
-	return tok, nil
+	return nil
 }
 
-func (f *Fake) sign(claims jwt.MapClaims, header map[string]any) (string, error) {
-	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	t.Header["kid"] = f.KeyID
-	for k, v := range header {
-		if v == nil {
-			delete(t.Header, k)
-			continue
-		}
-		t.Header[k] = v
+// LockUser locks the user (too many failed attempts, or POST
+// /v1/users/{id}/lock): the user cannot sign in; sessions are left as they
+// are.
+func (f *Fake) LockUser(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, ok := f.users[id]
+	if !ok {
+		return fmt.Errorf("clerktest: no user %s", id)
 	}
-	return t.SignedString(f.key)
+	u.Locked = true
+	return nil
 }
 
-// JWKS returns the instance's JSON Web Key Set document.
-func (f *Fake) JWKS() []byte {
-	pub := f.key.PublicKey
-	b, _ := json.Marshal(map[string]any{"keys": []map[string]any{{
-		"use": "sig", "kty": "RSA", "kid": f.KeyID, "alg": "RS256",
-		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
-	}}})
-	return b
+// UserData is the "data" of user.updated webhook events for the user: the
+// Backend API user object, with "banned" and "locked".
+func (f *Fake) UserData(id string) map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, ok := f.users[id]
+	if !ok {
+		return map[string]any{"id": id, "object": "user"}
+	}
+	return userJSON(u)
 }
 
-// PublicKey returns the instance's public signing key.
-func (f *Fake) PublicKey() *rsa.PublicKey { return &f.key.PublicKey }
+// SessionData is the "data" of session webhook events for the session.
+func (f *Fake) SessionData(id string) map[string]any {
+	s, _ := f.Session(id)
+	return sessionJSON(&s)
+}
 
 // SignWebhook returns the Svix headers (svix-id, svix-timestamp,
 // svix-signature) for delivering body as message msgID at time ts.
@@ -520,306 +647,47 @@ func (f *Fake) SendWebhook(ctx context.Context, target, eventType string, data a
 	return resp.StatusCode, nil
 }
 
-// SessionData is the "data" of session webhook events for the session.
-func (f *Fake) SessionData(id string) map[string]any {
-	s, _ := f.Session(id)
-	return sessionJSON(&s)
+// JWKS returns the instance's JSON Web Key Set document. A template's custom
+// signing key is not in it.
+func (f *Fake) JWKS() []byte {
+	pub := f.key.PublicKey
+	b, _ := json.Marshal(map[string]any{"keys": []map[string]any{{
+		"use": "sig", "kty": "RSA", "kid": f.KeyID, "alg": "RS256",
+		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+	}}})
+	return b
 }
 
-// ---- HTTP ----
-
-type apiError struct {
-	Message     string `json:"message"`
-	LongMessage string `json:"long_message"`
-	Code        string `json:"code"`
-}
-
-type apiErrorBody struct {
-	status       int
-	Errors       []apiError `json:"errors"`
-	ClerkTraceID string     `json:"clerk_trace_id"`
-}
-
-func notFound(what string) *apiErrorBody {
-	return &apiErrorBody{status: http.StatusNotFound, Errors: []apiError{{
-		Message: "not found", LongMessage: "The requested " + what + " could not be found", Code: "resource_not_found",
-	}}}
-}
-
-func writeAPIError(w http.ResponseWriter, e *apiErrorBody) {
-	e.ClerkTraceID = randomID(16)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Clerk-Trace-Id", e.ClerkTraceID)
-	w.WriteHeader(e.status)
-	_ = json.NewEncoder(w).Encode(e)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func (f *Fake) routes() http.Handler {
-	mux := http.NewServeMux()
-	// Backend API.
-	mux.HandleFunc("GET /v1/jwks", f.backend(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(f.JWKS())
-	}))
-	mux.HandleFunc("GET /v1/sessions/{id}", f.backend(func(w http.ResponseWriter, r *http.Request) {
-		s, ok := f.Session(r.PathValue("id"))
-		if !ok {
-			writeAPIError(w, notFound("session"))
-			return
-		}
-		writeJSON(w, sessionJSON(&s))
-	}))
-	mux.HandleFunc("POST /v1/sessions/{id}/tokens/{template}", f.backend(func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			ExpiresInSeconds *int64 `json:"expires_in_seconds"`
-		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			writeAPIError(w, &apiErrorBody{status: http.StatusBadRequest, Errors: []apiError{{
-				Message: "Request body invalid", LongMessage: "The request body is invalid. Please consult the API documentation for more information.", Code: "request_body_invalid",
-			}}})
-			return
-		}
-		var expiresIn time.Duration
-		if body.ExpiresInSeconds != nil {
-			n := *body.ExpiresInSeconds
-			if n < 30 || n > 315360000 {
-				writeAPIError(w, &apiErrorBody{status: http.StatusUnprocessableEntity, Errors: []apiError{{
-					Message: "is invalid", LongMessage: "expires_in_seconds must be between 30 and 315360000", Code: "form_param_value_invalid",
-				}}})
-				return
-			}
-			expiresIn = time.Duration(n) * time.Second
-		}
-		tok, apiErr := f.templateToken(r.PathValue("id"), r.PathValue("template"), expiresIn)
-		if apiErr != nil {
-			writeAPIError(w, apiErr)
-			return
-		}
-		writeJSON(w, map[string]any{"object": "token", "jwt": tok})
-	}))
-	mux.HandleFunc("GET /v1/users/{id}", f.backend(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		u, ok := f.users[r.PathValue("id")]
-		var uc User
-		if ok {
-			uc = *u
-		}
-		f.mu.Unlock()
-		if !ok {
-			writeAPIError(w, notFound("resource"))
-			return
-		}
-		writeJSON(w, userJSON(&uc))
-	}))
-	// Frontend API.
-	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		_, _ = w.Write(f.JWKS())
-	})
-	mux.HandleFunc("OPTIONS /v1/client/", f.cors(func(w http.ResponseWriter, r *http.Request) {}))
-	mux.HandleFunc("GET /v1/client", f.cors(f.getClient))
-	mux.HandleFunc("POST /v1/client/sessions/{id}/tokens", f.cors(f.clientToken))
-	mux.HandleFunc("GET /sign-in", f.signInPage)
-	mux.HandleFunc("POST /sign-in", f.signInSubmit)
-	mux.HandleFunc("GET "+ClerkJSPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		_, _ = w.Write(clerkJS)
-	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		f.requests = append(f.requests, r.Method+" "+r.URL.Path)
-		f.mu.Unlock()
-		mux.ServeHTTP(w, r)
-	})
-}
-
-// backend checks the Backend API's bearer secret key.
-func (f *Fake) backend(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+f.SecretKey {
-			writeAPIError(w, &apiErrorBody{status: http.StatusUnauthorized, Errors: []apiError{{
-				Message: "Invalid authentication", LongMessage: "Unable to authenticate the request, you need to supply an active API key", Code: "authentication_invalid",
-			}}})
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (f *Fake) originAllowed(origin string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || origin == "" || u.Host == "" || u.Path != "" {
-		return false
-	}
-	if f.opts.AllowedOrigins == nil {
-		return (u.Scheme == "http" || u.Scheme == "https") && (u.Hostname() == "127.0.0.1" || u.Hostname() == "localhost" || u.Hostname() == "::1")
-	}
-	for _, o := range f.opts.AllowedOrigins {
-		if o == origin {
-			return true
-		}
-	}
-	return false
-}
-
-// cors answers credentialed CORS for allowed origins, as the Frontend API
-// does for the browser SDK.
-func (f *Fake) cors(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		if origin != "" {
-			if !f.originAllowed(origin) {
-				writeAPIError(w, &apiErrorBody{status: http.StatusForbidden, Errors: []apiError{{
-					Message: "Origin not allowed", LongMessage: "The request origin is not an allowed origin of this instance", Code: "origin_invalid",
-				}}})
-				return
-			}
-			w.Header().Set("Access-Control-Allow-Origin", origin)
-			w.Header().Set("Access-Control-Allow-Credentials", "true")
-			w.Header().Set("Access-Control-Allow-Methods", "GET, POST")
-			w.Header().Set("Vary", "Origin")
-		}
-		h(w, r)
-	}
-}
-
-func (f *Fake) clientID(r *http.Request) string {
-	c, err := r.Cookie(ClientCookie)
-	if err != nil {
-		return ""
-	}
-	return c.Value
-}
-
-// getClient answers the browser SDK's GET /v1/client: the browser's active
-// sessions, each with its user.
-func (f *Fake) getClient(w http.ResponseWriter, r *http.Request) {
-	cid := f.clientID(r)
-	f.mu.Lock()
-	var sessions []map[string]any
-	last := ""
-	for _, id := range f.clients[cid] {
-		s := f.refreshLocked(f.sessions[id])
-		u, ok := f.users[s.UserID]
-		if s.Status != StatusActive || !ok {
-			continue
-		}
-		sj := sessionJSON(s)
-		sj["user"] = userJSON(u)
-		sessions = append(sessions, sj)
-		last = s.ID
-	}
-	f.mu.Unlock()
-	if cid == "" || sessions == nil {
-		writeJSON(w, map[string]any{"response": nil, "client": nil})
-		return
-	}
-	writeJSON(w, map[string]any{"response": map[string]any{
-		"object": "client", "id": cid, "sessions": sessions, "last_active_session_id": last,
-	}})
-}
-
-// clientToken answers POST /v1/client/sessions/{id}/tokens: a fresh session
-// token whose azp is the requesting page's origin.
-func (f *Fake) clientToken(w http.ResponseWriter, r *http.Request) {
-	cid, sid := f.clientID(r), r.PathValue("id")
-	f.mu.Lock()
-	owned := false
-	for _, id := range f.clients[cid] {
-		if id == sid && f.refreshLocked(f.sessions[id]).Status == StatusActive {
-			owned = true
-		}
-	}
-	f.mu.Unlock()
-	if cid == "" || !owned {
-		writeAPIError(w, &apiErrorBody{status: http.StatusUnauthorized, Errors: []apiError{{
-			Message: "Signed out", LongMessage: "You are signed out", Code: "signed_out",
-		}}})
-		return
-	}
-	tok, err := f.SessionToken(sid, r.Header.Get("Origin"), nil)
-	if err != nil {
-		writeAPIError(w, notFound("session"))
-		return
-	}
-	writeJSON(w, map[string]any{"object": "token", "jwt": tok})
-}
-
-var signInPage = template.Must(template.New("signin").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>Sign in — fake Clerk</title></head>
-<body><h1>Sign in</h1>
-{{if .Error}}<p role="alert">{{.Error}}</p>{{end}}
-<form method="post" action="/sign-in">
-<input type="hidden" name="redirect_url" value="{{.RedirectURL}}">
-<label>E-mail <input type="email" name="email" id="email" required></label>
-<button type="submit">Sign in</button>
-</form></body></html>`))
-
-func (f *Fake) checkRedirect(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() {
-		return "", errors.New("redirect_url must be an absolute URL")
-	}
-	if !f.originAllowed(u.Scheme + "://" + u.Host) {
-		return "", errors.New("redirect_url is not on an allowed origin")
-	}
-	return u.String(), nil
-}
-
-func (f *Fake) signInPage(w http.ResponseWriter, r *http.Request) {
-	redirect, err := f.checkRedirect(r.URL.Query().Get("redirect_url"))
-	if err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		_ = signInPage.Execute(w, map[string]string{"Error": err.Error()})
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = signInPage.Execute(w, map[string]string{"RedirectURL": redirect})
-}
-
-func (f *Fake) signInSubmit(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 1<<16)
-	redirect, err := f.checkRedirect(r.PostFormValue("redirect_url"))
-	email := strings.TrimSpace(r.PostFormValue("email"))
-	if err == nil && !strings.Contains(email, "@") {
-		err = errors.New("enter an e-mail address")
-	}
-	if err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		_ = signInPage.Execute(w, map[string]string{"Error": err.Error(), "RedirectURL": r.PostFormValue("redirect_url")})
-		return
-	}
-	ru, _ := url.Parse(redirect)
-	f.mu.Lock()
-	cid := f.clientID(r)
-	if cid == "" {
-		cid = "client_" + randomID(12)
-	}
-	u := f.createUserLocked(email)
-	_, err = f.signInLocked(u.ID, cid, ru.Scheme+"://"+ru.Host)
-	f.mu.Unlock()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	http.SetCookie(w, &http.Cookie{Name: ClientCookie, Value: cid, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
-	http.Redirect(w, r, redirect, http.StatusSeeOther)
-}
+// PublicKey returns the instance's public signing key.
+func (f *Fake) PublicKey() *rsa.PublicKey { return &f.key.PublicKey }
 
 func sessionJSON(s *Session) map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"object": "session", "id": s.ID, "client_id": s.ClientID, "user_id": s.UserID, "status": s.Status,
 		"last_active_at": s.CreatedAt.UnixMilli(), "expire_at": s.ExpireAt.UnixMilli(),
 		"abandon_at": s.CreatedAt.Add(30 * 24 * time.Hour).UnixMilli(),
 		"created_at": s.CreatedAt.UnixMilli(), "updated_at": s.CreatedAt.UnixMilli(),
+		"actor": nil,
 	}
+	if a := actorJSON(s); a != nil {
+		m["actor"] = a
+	}
+	tasks := []map[string]any{}
+	for _, t := range s.Tasks {
+		tasks = append(tasks, map[string]any{"key": t})
+	}
+	m["tasks"] = tasks
+	return m
+}
+
+// actorJSON is the session's actor as the Backend API and the act claim
+// carry it, or nil.
+func actorJSON(s *Session) map[string]any {
+	if s.ActorID == "" {
+		return nil
+	}
+	return map[string]any{"iss": ActorIssuer, "sid": "sess_actor_" + strings.TrimPrefix(s.ID, "sess_"), "sub": s.ActorID}
 }
 
 func userJSON(u *User) map[string]any {
@@ -831,6 +699,7 @@ func userJSON(u *User) map[string]any {
 			"id": emailID, "object": "email_address", "email_address": u.Email,
 			"verification": map[string]any{"status": "verified", "strategy": "email_code"},
 		}},
+		"banned": u.Banned, "locked": u.Locked,
 		"public_metadata": map[string]any{}, "created_at": 0, "updated_at": 0,
 	}
 }
