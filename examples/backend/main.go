@@ -6,13 +6,23 @@
 // CLERK_SECRET_KEY is set, signs users in with Clerk and mints tokens from a
 // Clerk JWT template:
 //
-//	CLERK_SECRET_KEY        Backend API secret key (server-side only)
-//	CLERK_PUBLISHABLE_KEY   publishable key for the sign-in page
-//	CLERK_JWT_TEMPLATE      JWT template name (default "cli")
-//	CLERK_AUDIENCE          the template's "aud", required at /api/me when set
-//	CLERK_API_URL           Backend API URL for the SDK (default Clerk's)
-//	CLERK_FRONTEND_API_URL  Frontend API URL (default: derived from the publishable key)
-//	CLERK_WEBHOOK_SECRET    Svix signing secret; enables POST /webhooks/clerk
+//	CLERK_SECRET_KEY          Backend API secret key (server-side only)
+//	CLERK_PUBLISHABLE_KEY     publishable key for the sign-in page
+//	CLERK_JWT_TEMPLATE        JWT template name (default "cli")
+//	CLERK_AUDIENCE            the template's "aud", required at /api/me when set
+//	CLERK_API_URL             Backend API URL for the SDK (default Clerk's)
+//	CLERK_FRONTEND_API_URL    Frontend API URL, the tokens' iss (default: the proxy, or the publishable key's)
+//	CLERK_PROXY_URL           your proxy of the Frontend API (production instances)
+//	CLERK_IS_SATELLITE        "true" when this backend is on a satellite domain
+//	CLERK_DOMAIN              the satellite domain
+//	CLERK_SIGN_IN_URL         sign-in page (a satellite's primary sign-in)
+//	CLERK_SIGN_UP_URL         sign-up page
+//	CLERK_ALLOW_IMPERSONATION "true" lets impersonated Clerk sessions log in
+//	CLERK_WEBHOOK_SECRET      Svix signing secret; enables POST /webhooks/clerk
+//
+// At start-up in Clerk mode it checks the JWT template through the Backend
+// API (clerk.Provider.CheckSetup) and refuses to start when it is not set up
+// as the README says.
 //
 //	backend [-addr HOST:PORT] [-data DIR] [-token-ttl DURATION] [-issuer URL]
 //
@@ -34,6 +44,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -101,19 +112,38 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if os.Getenv("CLERK_SECRET_KEY") != "" {
 		// Clerk mode: Clerk signs the browser user in and mints the access
 		// tokens from a JWT template.
-		clerkProvider, err = clerk.New(clerk.Config{
+		cfg := clerk.Config{
 			SecretKey:      os.Getenv("CLERK_SECRET_KEY"),
 			PublishableKey: os.Getenv("CLERK_PUBLISHABLE_KEY"),
 			FrontendAPIURL: os.Getenv("CLERK_FRONTEND_API_URL"),
+			ProxyURL:       os.Getenv("CLERK_PROXY_URL"),
+			Domain:         os.Getenv("CLERK_DOMAIN"),
+			SignInURL:      os.Getenv("CLERK_SIGN_IN_URL"),
+			SignUpURL:      os.Getenv("CLERK_SIGN_UP_URL"),
 			JWTTemplate:    os.Getenv("CLERK_JWT_TEMPLATE"),
 			Audience:       os.Getenv("CLERK_AUDIENCE"),
 			APIURL:         os.Getenv("CLERK_API_URL"),
 			WebhookSecret:  os.Getenv("CLERK_WEBHOOK_SECRET"),
 			TokenLifetime:  *ttl,
 			Issuer:         *issuer,
-		})
-		if err != nil {
+		}
+		if cfg.IsSatellite, err = envBool("CLERK_IS_SATELLITE"); err != nil {
 			return err
+		}
+		if cfg.AllowImpersonation, err = envBool("CLERK_ALLOW_IMPERSONATION"); err != nil {
+			return err
+		}
+		if clerkProvider, err = clerk.New(cfg); err != nil {
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err = clerkProvider.CheckSetup(sctx)
+		cancel()
+		switch {
+		case errors.Is(err, clerk.ErrSetup):
+			return err
+		case err != nil:
+			logger.Warn("backend: could not check the Clerk JWT template; continuing", "err", err)
 		}
 		authn, minter = clerkProvider, clerkProvider
 		logger.Info("backend: Clerk mode", "template", cmp.Or(os.Getenv("CLERK_JWT_TEMPLATE"), clerk.DefaultJWTTemplate))
@@ -216,4 +246,17 @@ func defaultDataDir() string {
 		dir = os.TempDir()
 	}
 	return filepath.Join(dir, "keyloop-backend")
+}
+
+// envBool reads a boolean environment variable; unset or empty is false.
+func envBool(name string) (bool, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q is not true or false", name, v)
+	}
+	return b, nil
 }

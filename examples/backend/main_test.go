@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,8 +111,7 @@ func TestBackendClerkMode(t *testing.T) {
 	t.Setenv("CLERK_FRONTEND_API_URL", fake.FrontendAPIURL)
 	t.Setenv("CLERK_API_URL", fake.APIURL)
 	t.Setenv("CLERK_WEBHOOK_SECRET", fake.WebhookSecret)
-	t.Setenv("CLERK_JWT_TEMPLATE", "")
-	t.Setenv("CLERK_AUDIENCE", "")
+	clearClerkEnv(t)
 
 	ctx := context.Background()
 	issuer, stop := startRun(t, "-addr", "127.0.0.1:0", "-data", t.TempDir())
@@ -156,6 +156,14 @@ func TestBackendClerkMode(t *testing.T) {
 	if code := get(sessTok); code != 401 {
 		t.Fatalf("/api/me with a Clerk session token: %d; want 401", code)
 	}
+	// A template token the signed-in browser minted itself (no consent).
+	browserTok, err := fake.FrontendTemplateToken(sess.ID, "cli", issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := get(browserTok); code != 401 {
+		t.Fatalf("/api/me with a browser-minted template token: %d; want 401", code)
+	}
 	if code, err := fake.SendWebhook(ctx, issuer+"/webhooks/clerk", "user.deleted", map[string]any{"id": user.ID, "object": "user", "deleted": true}); err != nil || code != 200 {
 		t.Fatalf("webhook: %d, %v", code, err)
 	}
@@ -164,5 +172,47 @@ func TestBackendClerkMode(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+// clearClerkEnv empties the Clerk variables a test does not set.
+func clearClerkEnv(t *testing.T) {
+	for _, v := range []string{"CLERK_JWT_TEMPLATE", "CLERK_AUDIENCE", "CLERK_PROXY_URL", "CLERK_IS_SATELLITE",
+		"CLERK_DOMAIN", "CLERK_SIGN_IN_URL", "CLERK_SIGN_UP_URL", "CLERK_ALLOW_IMPERSONATION"} {
+		t.Setenv(v, "")
+	}
+}
+
+// Clerk mode refuses to start on a set-up Clerk cannot serve or that the
+// README's checklist forbids, saying what to change.
+func TestBackendClerkModeRefusesBadSetup(t *testing.T) {
+	bare := clerktest.DefaultTemplates()
+	delete(bare["cli"].Claims, "keyloop_template")
+	for _, tc := range []struct {
+		name string
+		opts clerktest.Options
+		env  map[string]string
+		want string
+	}{
+		{"template without the marker claim", clerktest.Options{Templates: bare}, nil, `"keyloop_template": "cli"`},
+		{"proxy on a development instance", clerktest.Options{}, map[string]string{"CLERK_PROXY_URL": "http://127.0.0.1:1/__clerk"}, "production instances only"},
+		{"satellite flag not a boolean", clerktest.Options{}, map[string]string{"CLERK_IS_SATELLITE": "yes please"}, "CLERK_IS_SATELLITE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := clerktest.New(t, tc.opts)
+			clearClerkEnv(t)
+			t.Setenv("CLERK_SECRET_KEY", fake.SecretKey)
+			t.Setenv("CLERK_PUBLISHABLE_KEY", fake.PublishableKey)
+			t.Setenv("CLERK_FRONTEND_API_URL", fake.FrontendAPIURL)
+			t.Setenv("CLERK_API_URL", fake.APIURL)
+			t.Setenv("CLERK_WEBHOOK_SECRET", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			err := run(context.Background(), []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run = %v, want an error naming %s", err, tc.want)
+			}
+		})
 	}
 }
