@@ -26,6 +26,11 @@ const (
 	// DefaultPendingTTL is how long a browser has to finish sign-in and
 	// consent after the authorization request.
 	DefaultPendingTTL = 10 * time.Minute
+	// DefaultRefreshTokenReuseGrace and MaxRefreshTokenReuseGrace bound
+	// Config.RefreshTokenReuseGrace. 30 s is Okta's default; Auth0 and AWS
+	// Cognito offer 0–60 s.
+	DefaultRefreshTokenReuseGrace = 30 * time.Second
+	MaxRefreshTokenReuseGrace     = time.Minute
 )
 
 // Client is a registered OAuth client (a CLI). All clients are public
@@ -84,6 +89,26 @@ type Config struct {
 	// the TTL of revocation markers, so it should be at least the access
 	// token lifetime. Zero means DefaultRefreshTokenMaxLifetime (30 days).
 	RefreshTokenMaxLifetime time.Duration
+	// RefreshTokenReuseGrace is how long after a refresh token was rotated
+	// it may be presented once more without counting as reuse: the
+	// response that carried its successor may have been lost (a dropped
+	// connection, a client timeout, Ctrl+C after the server answered). That
+	// retry gets the same successor refresh token again, so the login goes
+	// on with one current token, plus a fresh access token. It holds only
+	// for the immediate predecessor of the current token, only while that
+	// successor is unused, and only once; the successor is kept in State
+	// encrypted under a key derived from its predecessor, so a copy of the
+	// store yields no usable token. Any other reuse revokes the whole login
+	// session (RFC 9700 §4.14.2).
+	//
+	// The trade-off: a stolen refresh token presented within the grace
+	// period after its owner rotated it gets the current refresh token
+	// instead of revoking the login at once; the reuse is detected when
+	// either party refreshes later than the grace period after the other.
+	// Zero means DefaultRefreshTokenReuseGrace (30 s); a negative value turns
+	// the grace period off (every reuse revokes); more than
+	// MaxRefreshTokenReuseGrace (1 minute) is an error.
+	RefreshTokenReuseGrace time.Duration
 	// PendingTTL is how long the browser has between the authorization
 	// request and the consent decision. Zero means DefaultPendingTTL.
 	PendingTTL time.Duration
@@ -167,6 +192,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.RefreshTokenMaxLifetime = DefaultRefreshTokenMaxLifetime
 	case c.RefreshTokenMaxLifetime < 0:
 		return bad("RefreshTokenMaxLifetime is negative")
+	}
+	switch {
+	case c.RefreshTokenReuseGrace == 0:
+		c.RefreshTokenReuseGrace = DefaultRefreshTokenReuseGrace
+	case c.RefreshTokenReuseGrace > MaxRefreshTokenReuseGrace:
+		return bad("RefreshTokenReuseGrace must be at most %v", MaxRefreshTokenReuseGrace)
 	}
 	switch {
 	case c.PendingTTL == 0:

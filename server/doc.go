@@ -32,9 +32,11 @@
 // to the login session (one browser sign-in), rotated on every use, and
 // capped at Config.RefreshTokenMaxLifetime after the sign-in. Presenting an
 // already-rotated refresh token revokes the whole login session (RFC 9700
-// §4.14.2); so does presenting a used authorization code again. A client
-// that loses a refresh response and retries with the old token therefore
-// has to sign in again: that is the price of reuse detection.
+// §4.14.2); so does presenting a used authorization code again. One
+// exception keeps a lost response from costing the login: within
+// Config.RefreshTokenReuseGrace (30 s by default) after a rotation, the
+// rotated token may be presented once more, while its successor is unused,
+// and gets that same successor again.
 //
 // SelfSigned signs with a KeySet: a single key (SelfSignedConfig.Key), or a
 // set every replica shares and rotates without downtime (LoadKeyDir reads

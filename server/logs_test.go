@@ -46,17 +46,23 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	}
 	cfg.Exchange(context.Background(), code, oauth2.VerifierOption(verifier)) // reuse
 	_, m := e.refresh(tok.RefreshToken)
-	e.refresh(tok.RefreshToken) // reuse
+	e.refresh(tok.RefreshToken) // refused: the code reuse revoked the session
 	e.postForm(server.RevokePath, url.Values{"token": {tok.AccessToken}})
+	tok2 := e.login()
+	_, m2 := e.refresh(tok2.RefreshToken)
+	e.refresh(tok2.RefreshToken) // within the grace period
+	e.refresh(tok2.RefreshToken) // reuse
 	logs := buf.String()
-	for _, want := range []string{"authorization approved", "token issued", "reuse detected", "code reused"} {
+	for _, want := range []string{"authorization approved", "token issued", "reuse detected", "code reused", "within the grace period"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no %q in logs", want)
 		}
 	}
-	secrets := []string{code, tok.AccessToken, tok.RefreshToken, state, verifier, csrfRE.FindStringSubmatch(consent.body)[1]}
-	if rt, ok := m["refresh_token"].(string); ok {
-		secrets = append(secrets, rt)
+	secrets := []string{code, tok.AccessToken, tok.RefreshToken, tok2.AccessToken, tok2.RefreshToken, state, verifier, csrfRE.FindStringSubmatch(consent.body)[1]}
+	for _, m := range []map[string]any{m, m2} {
+		if rt, ok := m["refresh_token"].(string); ok {
+			secrets = append(secrets, rt)
+		}
 	}
 	for _, s := range secrets {
 		if s == "" || strings.Contains(logs, s) {

@@ -208,71 +208,20 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 	return resp, e
 }
 
-func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Values) (*tokenResponse, *oauthError) {
-	rt := form.Get("refresh_token")
-	bad := oerr(http.StatusBadRequest, "invalid_grant", "the refresh token is invalid, expired, revoked or was issued to another client")
-	switch {
-	case rt == "":
-		return nil, oerr(http.StatusBadRequest, "invalid_request", "refresh_token is required")
-	case len(rt) > maxTokenParamLen:
-		return nil, bad
-	}
-	ht := hashSecret(rt)
-	b, err := h.cfg.State.Take(ctx, keyRefresh+ht)
-	if errors.Is(err, ErrStateNotFound) {
-		if sid, err := h.cfg.State.Get(ctx, keyRefreshKnown+ht); err == nil {
-			// RFC 9700 §4.14.2: a rotated refresh token came back.
-			if err := h.revokeSession(ctx, string(sid)); err != nil {
-				h.log.ErrorContext(ctx, "server: token: revoking session after refresh token reuse", "err", err)
-			}
-			h.log.WarnContext(ctx, "server: refresh token reuse detected; login session revoked", "client_id", client.ID, "sid", string(sid))
-		}
-		return nil, bad
-	}
-	var rec refreshRecord
-	if err == nil {
-		err = json.Unmarshal(b, &rec)
-	}
-	if err != nil {
-		h.log.ErrorContext(ctx, "server: token: loading refresh token", "err", err)
-		return nil, oerr(http.StatusInternalServerError, "server_error", "")
-	}
-	if rec.ClientID != client.ID {
-		return nil, bad
-	}
-	now := h.cfg.Now()
-	if !now.Before(rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime)) {
-		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the login session reached its maximum lifetime; sign in again")
-	}
-	revoked, err := isRevoked(ctx, h.cfg.State, rec.SessionID, rec.Identity.SessionID, rec.Identity.Subject, rec.AuthTime)
-	if err != nil {
-		h.log.ErrorContext(ctx, "server: token: revocation check", "err", err)
-		h.putBack(ctx, ht, b, rec)
-		return nil, oerr(http.StatusInternalServerError, "server_error", "")
-	}
-	if revoked {
-		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the login session was revoked; sign in again")
-	}
-	resp, e := h.mintAndIssue(ctx, rec, true)
-	if e != nil && e.status >= 500 {
-		h.putBack(ctx, ht, b, rec) // a transient failure must not look like reuse later
-	}
-	if e == nil {
-		h.log.InfoContext(ctx, "server: token issued", "grant_type", "refresh_token", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
-	}
-	return resp, e
-}
-
-// putBack restores a taken refresh token after a server-side failure.
-func (h *Handler) putBack(ctx context.Context, ht string, b []byte, rec refreshRecord) {
-	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now())
-	if err := h.cfg.State.Put(ctx, keyRefresh+ht, b, ttl); err != nil {
-		h.log.ErrorContext(ctx, "server: token: restoring refresh token", "err", err)
-	}
-}
-
 // mintAndIssue mints an access token and a new refresh token for rec.
 func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh bool) (*tokenResponse, *oauthError) {
+	resp, e := h.mint(ctx, rec, refresh)
+	if e != nil {
+		return nil, e
+	}
+	if resp.RefreshToken, e = h.storeRefresh(ctx, rec); e != nil {
+		return nil, e
+	}
+	return resp, nil
+}
+
+// mint mints an access token for rec.
+func (h *Handler) mint(ctx context.Context, rec refreshRecord, refresh bool) (*tokenResponse, *oauthError) {
 	m, err := h.cfg.Minter.Mint(ctx, Grant{
 		Identity: rec.Identity, ClientID: rec.ClientID, LoginSessionID: rec.SessionID, AuthTime: rec.AuthTime, Refresh: refresh,
 	})
@@ -285,10 +234,15 @@ func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh b
 		return nil, oerr(http.StatusInternalServerError, "server_error", "")
 	}
 	now := h.cfg.Now()
-	resp := &tokenResponse{AccessToken: m.AccessToken, TokenType: "Bearer", ExpiresIn: max(0, int64(m.Expiry.Sub(now)/time.Second))}
-	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(now)
+	return &tokenResponse{AccessToken: m.AccessToken, TokenType: "Bearer", ExpiresIn: max(0, int64(m.Expiry.Sub(now)/time.Second))}, nil
+}
+
+// storeRefresh stores a new refresh token for rec, valid until the login's
+// cap, and returns it; "" when the cap is reached (no refresh token).
+func (h *Handler) storeRefresh(ctx context.Context, rec refreshRecord) (string, *oauthError) {
+	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now())
 	if ttl <= 0 {
-		return resp, nil
+		return "", nil
 	}
 	rt := randomID()
 	ht := hashSecret(rt)
@@ -301,10 +255,23 @@ func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh b
 	}
 	if err != nil {
 		h.log.ErrorContext(ctx, "server: token: storing refresh token", "err", err)
-		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+		return "", oerr(http.StatusInternalServerError, "server_error", "")
 	}
-	resp.RefreshToken = rt
-	return resp, nil
+	return rt, nil
+}
+
+// dropRefresh deletes a refresh token storeRefresh stored that was never
+// handed out.
+func (h *Handler) dropRefresh(ctx context.Context, rt string) {
+	if rt == "" {
+		return
+	}
+	ht := hashSecret(rt)
+	for _, k := range []string{keyRefresh + ht, keyRefreshKnown + ht} {
+		if err := h.cfg.State.Delete(ctx, k); err != nil {
+			h.log.ErrorContext(ctx, "server: token: deleting an unused refresh token", "err", err)
+		}
+	}
 }
 
 func isVerifier(s string) bool {

@@ -66,14 +66,24 @@ func TestBackendKeepsLoginsAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	issuer2, _ := startRun(t, "-addr", addr, "-data", data)
+	issuer2, stop2 := startRun(t, "-addr", addr, "-data", data)
 	if issuer2 != issuer {
 		t.Fatalf("issuer changed across the restart: %s, %s", issuer, issuer2)
 	}
-	refresh(t, conf, tok)
-	// The rotated-away refresh token is refused after the restart too.
+	fresh := refresh(t, conf, tok)
+	// The rotated-away refresh token may be retried once within the grace
+	// period (a lost response) and gets the same successor…
 	old := *tok
 	old.Expiry = time.Now().Add(-time.Minute)
+	retry, err := conf.TokenSource(context.Background(), &old).Token()
+	if err != nil || retry.RefreshToken != fresh.RefreshToken {
+		t.Fatalf("retry within the grace period: %v", err)
+	}
+	// …and that use survives another restart: it is refused afterwards.
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, "-addr", addr, "-data", data)
 	if _, err := conf.TokenSource(context.Background(), &old).Token(); err == nil {
 		t.Fatal("a spent refresh token refreshed again after the restart")
 	}
