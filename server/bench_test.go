@@ -41,6 +41,31 @@ func BenchmarkVerify(b *testing.B) {
 	})
 }
 
+// BenchmarkVerifyKeySet measures Verify against a live KeySet (what the
+// Handler's RequireToken uses, so that key rotation counts at once) relative
+// to a Verifier with the same keys as a static JWKS, measured in the same
+// run.
+func BenchmarkVerifyKeySet(b *testing.B) {
+	key, _ := server.GenerateKey()
+	ks, _ := server.NewKeySet([]server.SigningKey{{ID: "old", Key: key}, {ID: "new", Key: key}}, "new")
+	m, _ := server.NewSelfSigned(server.SelfSignedConfig{Issuer: "https://i", Keys: ks})
+	tok, _ := m.Mint(context.Background(), server.Grant{Identity: server.Identity{Subject: "u"}, LoginSessionID: "s"})
+	jwks, _ := ks.JWKS()
+	static, _ := server.NewVerifier(server.VerifierConfig{Issuer: "https://i", JWKS: jwks})
+	live, _ := server.NewVerifier(server.VerifierConfig{Issuer: "https://i", KeySet: ks})
+	ctx := context.Background()
+	run := func(v *server.Verifier) func(*testing.B) {
+		return func(b *testing.B) {
+			for b.Loop() {
+				if _, err := v.Verify(ctx, tok.AccessToken); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	withBaseline(b, run(static), run(live))
+}
+
 // withBaseline runs baseline and then measured as sub-benchmarks "baseline"
 // and "measured"; the latter also reports its ns/op divided by the
 // baseline's as "x-baseline".
@@ -59,7 +84,8 @@ func withBaseline(b *testing.B, baseline, measured func(*testing.B)) {
 }
 
 // BenchmarkRefreshGrant measures a full refresh_token grant through the
-// handler (form parsing, Take, revocation checks, mint, two Puts) and
+// handler (form parsing, Get, revocation checks, mint, two Puts, the
+// grace-period marker sealed and swapped in with CompareAndSwap) and
 // reports it relative to SelfSigned.Mint alone, measured in the same run.
 func BenchmarkRefreshGrant(b *testing.B) {
 	key, _ := server.GenerateKey()

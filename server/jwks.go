@@ -35,8 +35,11 @@ const (
 	// longest a Verify waits for keys.
 	DefaultJWKSFetchTimeout = 5 * time.Second
 	// DefaultJWKSRefreshInterval is how old a fetched JWKS may grow before
-	// the next Verify refreshes it in the background.
-	DefaultJWKSRefreshInterval = time.Hour
+	// the next Verify refreshes it in the background. It matches the
+	// Handler's JWKS Cache-Control max-age: a key published that long
+	// before it signs is known to every verifier when its first token
+	// arrives (see KeySet).
+	DefaultJWKSRefreshInterval = 5 * time.Minute
 	// DefaultJWKSUnknownKIDInterval is the least time between two fetches
 	// caused by tokens with a key ID the fetched JWKS does not hold.
 	DefaultJWKSUnknownKIDInterval = 10 * time.Second

@@ -58,7 +58,7 @@ type VerifierConfig struct {
 	// Verify waits for keys. Zero means DefaultJWKSFetchTimeout (5 s).
 	JWKSFetchTimeout time.Duration
 	// JWKSRefreshInterval is the age after which a fetched JWKS is
-	// refreshed. Zero means DefaultJWKSRefreshInterval (1 hour).
+	// refreshed. Zero means DefaultJWKSRefreshInterval (5 minutes).
 	JWKSRefreshInterval time.Duration
 	// JWKSUnknownKIDInterval is the least time between two fetches caused by
 	// unknown key IDs. Zero means DefaultJWKSUnknownKIDInterval (10 s).
