@@ -2,7 +2,11 @@
 // CLI browser logins plus one protected API route, GET /api/me.
 //
 // Dev mode signs users in with any e-mail address and signs tokens with an
-// Ed25519 key it creates and keeps under -data. Clerk mode, on when
+// Ed25519 key it creates and keeps under -data, or with the shared key set
+// in -keys DIR (one PEM or JWK file per key, named after its key ID, and a
+// file "active" naming the key that signs; see server.LoadKeyDir), which
+// several replicas read alike and which is re-read every -keys-reload and
+// on SIGHUP, so keys rotate without a restart. Clerk mode, on when
 // CLERK_SECRET_KEY is set, signs users in with Clerk and mints tokens from a
 // Clerk JWT template:
 //
@@ -24,7 +28,7 @@
 // API (clerk.Provider.CheckSetup) and refuses to start when it is not set up
 // as the README says.
 //
-//	backend [-addr HOST:PORT] [-data DIR] [-token-ttl DURATION] [-issuer URL]
+//	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL]
 //
 // The first line on stdout is "keyloop backend listening on http://HOST:PORT";
 // that URL is the issuer CLIs are configured with.
@@ -69,6 +73,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	data := fs.String("data", defaultDataDir(), "directory for the dev keys and the login state (pending sign-ins, refresh tokens, revocations)")
 	ttl := fs.Duration("token-ttl", 168*time.Hour, "lifetime of minted access tokens")
 	issuer := fs.String("issuer", "", "issuer URL to publish (default: http:// plus the listen address)")
+	keysDir := fs.String("keys", "", "`DIR` of signing keys shared by replicas: one PEM or JWK file per key (file name = key ID) and a file \"active\" naming the key that signs (default: a key generated once under -data)")
+	keysReload := fs.Duration("keys-reload", server.DefaultKeyReloadInterval, "how often to re-read -keys (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the usage was printed
@@ -77,6 +83,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *ttl <= 0 {
 		return errors.New("-token-ttl must be positive")
+	}
+	if *keysReload < 0 {
+		return errors.New("-keys-reload must not be negative")
+	}
+	if *keysDir != "" && os.Getenv("CLERK_SECRET_KEY") != "" {
+		return errors.New("-keys is for self-signed tokens; in Clerk mode (CLERK_SECRET_KEY set) Clerk signs them")
 	}
 	host, port, err := net.SplitHostPort(*addr)
 	if err != nil {
@@ -148,12 +160,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		authn, minter = clerkProvider, clerkProvider
 		logger.Info("backend: Clerk mode", "template", cmp.Or(os.Getenv("CLERK_JWT_TEMPLATE"), clerk.DefaultJWTTemplate))
 	} else {
-		// Dev mode: any e-mail signs in; tokens are signed with a key kept
-		// under -data.
-		if authn, minter, err = devMode(*data, *issuer, *ttl); err != nil {
+		// Dev mode: any e-mail signs in; tokens are signed with the key set
+		// in -keys, or a key kept under -data.
+		var keys *server.KeySet
+		if authn, minter, keys, err = devMode(*data, *keysDir, *issuer, *ttl); err != nil {
 			return err
 		}
-		logger.Info("backend: dev mode", "data", *data)
+		logger.Info("backend: dev mode", "data", *data, "signing_keys", keys.String())
+		if *keysDir != "" {
+			go reloadKeys(ctx, keys, *keysReload, logger)
+		}
 	}
 
 	// Logins survive a restart: the handler's state is kept under -data.
@@ -201,29 +217,74 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	return srv.Shutdown(sctx)
 }
 
-// devMode builds the dev authenticator and the self-signed minter, with
-// their keys created once and kept under dataDir.
-func devMode(dataDir, issuer string, ttl time.Duration) (server.Authenticator, server.Minter, error) {
+// devMode builds the dev authenticator and the self-signed minter. The
+// minter signs with the key set in keysDir, or, when keysDir is empty, with a
+// key created once and kept under dataDir, beside the dev cookie key.
+func devMode(dataDir, keysDir, issuer string, ttl time.Duration) (server.Authenticator, server.Minter, *server.KeySet, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	key, err := server.LoadOrCreateKeyFile(filepath.Join(dataDir, "signing-key.pem"))
-	if err != nil {
-		return nil, nil, err
+	var keys *server.KeySet
+	if keysDir != "" {
+		var err error
+		if keys, err = server.LoadKeyDir(keysDir); err != nil {
+			return nil, nil, nil, fmt.Errorf("-keys: %w", err)
+		}
+	} else {
+		key, err := server.LoadOrCreateKeyFile(filepath.Join(dataDir, "signing-key.pem"))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if keys, err = server.NewKeySet([]server.SigningKey{{Key: key}}); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	cookieKey, err := server.LoadOrCreateSecretFile(filepath.Join(dataDir, "dev-cookie.key"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	authn, err := server.NewDevAuthenticator(server.DevConfig{Key: cookieKey})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	minter, err := server.NewSelfSigned(server.SelfSignedConfig{Issuer: issuer, Key: key, Lifetime: ttl})
+	minter, err := server.NewSelfSigned(server.SelfSignedConfig{Issuer: issuer, Keys: keys, Lifetime: ttl})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return authn, minter, nil
+	return authn, minter, keys, nil
+}
+
+// reloadKeys re-reads the key set every interval (never when interval is 0)
+// and on SIGHUP until ctx ends. A directory that does not load leaves the
+// previous keys in use and is logged each time.
+func reloadKeys(ctx context.Context, keys *server.KeySet, interval time.Duration, logger *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		case <-hup:
+		}
+		before := keys.String()
+		if err := keys.Reload(ctx); err != nil {
+			if ctx.Err() == nil {
+				logger.Error("backend: signing keys not reloaded; the previous keys stay in use", "err", err)
+			}
+			continue
+		}
+		if after := keys.String(); after != before {
+			logger.Info("backend: signing keys reloaded", "signing_keys", after)
+		}
+	}
 }
 
 // me answers the caller's identity.
