@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 )
@@ -236,7 +235,7 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 	var userCode string
 	for i := 0; ; i++ {
 		userCode = newUserCode()
-		ok, err := h.swap(ctx, keyDeviceUser+hashSecret(userCode), nil, []byte(dk), d.CodeTTL)
+		ok, err := h.cfg.State.CompareAndSwap(ctx, keyDeviceUser+hashSecret(userCode), nil, []byte(dk), d.CodeTTL)
 		if err != nil {
 			h.log.ErrorContext(ctx, "server: device authorization: storing user code", "err", err)
 			writeOAuthError(w, oerr(http.StatusInternalServerError, "server_error", "the server could not store the request"))
@@ -354,7 +353,7 @@ func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Valu
 		if err != nil {
 			return nil, oerr(http.StatusInternalServerError, "server_error", "")
 		}
-		ok, err := h.swap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
+		ok, err := h.cfg.State.CompareAndSwap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
 		if err != nil {
 			h.log.ErrorContext(ctx, "server: token: updating device code", "err", err)
 			return nil, oerr(http.StatusInternalServerError, "server_error", "")
@@ -550,7 +549,7 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the decision.")
 			return
 		}
-		ok, err := h.swap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
+		ok, err := h.cfg.State.CompareAndSwap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
 		if err != nil {
 			h.log.ErrorContext(ctx, "server: device: storing decision", "err", err)
 			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the decision.")
@@ -708,7 +707,7 @@ func (h *Handler) increment(ctx context.Context, key string, ttl time.Duration) 
 		default:
 			n, _ = strconv.Atoi(string(old))
 		}
-		ok, err := h.swap(ctx, key, old, []byte(strconv.Itoa(n+1)), ttl)
+		ok, err := h.cfg.State.CompareAndSwap(ctx, key, old, []byte(strconv.Itoa(n+1)), ttl)
 		if err != nil || ok {
 			return err
 		}
@@ -727,36 +726,6 @@ func accountName(id *Identity) string {
 		return id.Name
 	}
 	return id.Subject
-}
-
-// compareAndSwapper is StateStore's CompareAndSwap.
-type compareAndSwapper interface {
-	CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
-}
-
-// swapMu makes swap atomic within one process for stores that lack
-// CompareAndSwap; the device flow's keys change only through swap.
-var swapMu sync.Mutex
-
-// swap stores value under key if it holds old (nil: if absent).
-func (h *Handler) swap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
-	if c, ok := h.cfg.State.(compareAndSwapper); ok {
-		return c.CompareAndSwap(ctx, key, old, value, ttl)
-	}
-	swapMu.Lock()
-	defer swapMu.Unlock()
-	cur, err := h.cfg.State.Get(ctx, key)
-	switch {
-	case errors.Is(err, ErrStateNotFound):
-		if old != nil {
-			return false, nil
-		}
-	case err != nil:
-		return false, err
-	case old == nil || string(cur) != string(old):
-		return false, nil
-	}
-	return true, h.cfg.State.Put(ctx, key, value, ttl)
 }
 
 // grantTypes are the grant types the handler offers (grant_types_supported).
