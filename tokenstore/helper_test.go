@@ -49,12 +49,13 @@ type opResult struct {
 	Op          string `json:"op"`
 	Err         string `json:"err,omitempty"`
 	Unavailable bool   `json:"unavailable,omitempty"`
+	Absent      bool   `json:"absent,omitempty"`
 	NotFound    bool   `json:"not_found,omitempty"`
 	Corrupt     bool   `json:"corrupt,omitempty"`
 }
 
 func newOp(op string, err error) opResult {
-	r := opResult{Op: op, Unavailable: errors.Is(err, ErrKeychainUnavailable),
+	r := opResult{Op: op, Unavailable: errors.Is(err, ErrKeychainUnavailable), Absent: errors.Is(err, ErrNoKeychain),
 		NotFound: errors.Is(err, ErrNotFound), Corrupt: errors.Is(err, ErrCorrupt)}
 	if err != nil {
 		r.Err = err.Error()

@@ -21,10 +21,59 @@ import (
 
 // ErrKeychainUnavailable means the OS keychain cannot be used right now: on
 // Linux no D-Bus session bus, no Secret Service provider (such as
-// gnome-keyring) on it, a locked collection that could not be unlocked, or a
-// keychain that did not answer within the timeout. The error that wraps it
-// says which, and wraps the underlying cause too.
+// gnome-keyring) on it, a bus that does not connect, a locked collection
+// that could not be unlocked, or a keychain that did not answer within the
+// timeout. Errors that wrap it carry a *KeychainError saying which and
+// where, and wrap the underlying cause too.
 var ErrKeychainUnavailable = errors.New("tokenstore: keychain unavailable")
+
+// ErrNoKeychain means there is no keychain in this session at all: on Linux
+// no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset and
+// $XDG_RUNTIME_DIR/bus does not exist) or a bus without a Secret Service
+// provider; elsewhere a platform go-keyring does not support. It always
+// comes with ErrKeychainUnavailable. A keychain that exists but cannot be
+// reached or used (a bus address that does not connect, a daemon that does
+// not answer, a locked collection) is unavailable without being absent:
+// what it holds is unknown.
+var ErrNoKeychain = errors.New("tokenstore: no keychain")
+
+// KeychainError says why and where the keychain could not be used. It wraps
+// ErrKeychainUnavailable, ErrNoKeychain when Absent, and Err.
+type KeychainError struct {
+	// Where names the keychain for people: "the Secret Service on the
+	// D-Bus session bus at unix:path=/run/user/1000/bus", "the macOS
+	// Keychain", "the Windows Credential Manager".
+	Where string
+	// Reason says what went wrong, for people: "the keyring is locked and
+	// could not be unlocked".
+	Reason string
+	// Absent is true when there is no keychain in this session
+	// (ErrNoKeychain), false when there is one that could not be reached
+	// or used.
+	Absent bool
+	// Err is the underlying error; nil for a timeout.
+	Err error
+}
+
+func (e *KeychainError) Error() string {
+	s := "keychain unavailable: " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns ErrKeychainUnavailable, ErrNoKeychain when Absent, and Err.
+func (e *KeychainError) Unwrap() []error {
+	errs := []error{ErrKeychainUnavailable}
+	if e.Absent {
+		errs = append(errs, ErrNoKeychain)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
 
 // DefaultKeychainTimeout bounds each keychain call when
 // KeychainConfig.Timeout is zero.
@@ -77,9 +126,29 @@ type keyringAPI interface {
 
 type goKeyring struct{}
 
-func (goKeyring) Set(s, u, p string) error        { return keyring.Set(s, u, p) }
-func (goKeyring) Get(s, u string) (string, error) { return keyring.Get(s, u) }
-func (goKeyring) Delete(s, u string) error        { return keyring.Delete(s, u) }
+// The real keyring first makes sure a session bus is there (sessionBus), so
+// that go-keyring's D-Bus library never starts one of its own.
+
+func (goKeyring) Set(s, u, p string) error {
+	if err := sessionBus(); err != nil {
+		return err
+	}
+	return keyring.Set(s, u, p)
+}
+
+func (goKeyring) Get(s, u string) (string, error) {
+	if err := sessionBus(); err != nil {
+		return "", err
+	}
+	return keyring.Get(s, u)
+}
+
+func (goKeyring) Delete(s, u string) error {
+	if err := sessionBus(); err != nil {
+		return err
+	}
+	return keyring.Delete(s, u)
+}
 
 // Keychain is a Store in the OS keychain (macOS Keychain, Windows Credential
 // Manager, the Secret Service on Linux) through github.com/zalando/go-keyring,
@@ -103,6 +172,13 @@ func (goKeyring) Delete(s, u string) error        { return keyring.Delete(s, u) 
 // midway leaves the previous value, and a damaged set reads as ErrCorrupt.
 // Chunks orphaned by a crash mid-Save are not reclaimed. If the keychain
 // refuses a chunk as too big, Save halves the chunk size and tries again.
+//
+// On Linux a Keychain never starts a D-Bus daemon: with
+// DBUS_SESSION_BUS_ADDRESS unset (or "autolaunch:") it sets it to the
+// per-user bus $XDG_RUNTIME_DIR/bus (/run/user/UID/bus when XDG_RUNTIME_DIR
+// is unset) when that socket exists, and otherwise fails with ErrNoKeychain
+// without calling go-keyring, whose D-Bus library would run dbus-launch and
+// leave a bus behind.
 //
 // Readers never see a torn value, but concurrent Saves of one key should be
 // serialized with a Locker (as Open's store provides); otherwise the losing
@@ -207,7 +283,7 @@ func (k *Keychain) call(ctx context.Context, fn func() (string, error)) (string,
 	case <-ctx.Done():
 		return "", ctx.Err()
 	case <-timer.C:
-		err := fmt.Errorf("%w: the keychain did not answer within %v", ErrKeychainUnavailable, k.timeout)
+		var err error = &KeychainError{Where: keychainWhere(), Reason: fmt.Sprintf("the keychain did not answer within %v", k.timeout)}
 		k.hung.CompareAndSwap(nil, &err)
 		return "", err
 	}
@@ -227,13 +303,29 @@ func classify(err error) error {
 	case errors.Is(err, keyring.ErrSetDataTooBig):
 		return fmt.Errorf("%w: %w", errTooBig, err)
 	}
-	return fmt.Errorf("%w: %s: %w", ErrKeychainUnavailable, reason(err), err)
+	return &KeychainError{Where: keychainWhere(), Reason: reason(err), Absent: absent(err), Err: err}
 }
+
+// absent reports whether err means there is no keychain in this session.
+func absent(err error) bool {
+	msg := err.Error()
+	return errors.Is(err, errNoSessionBus) || errors.Is(err, exec.ErrNotFound) ||
+		errors.Is(err, keyring.ErrUnsupportedPlatform) ||
+		strings.Contains(msg, "dbus-launch") || strings.Contains(msg, "couldn't determine address of session bus") ||
+		dbusAbsent(err)
+}
+
+// errNoSessionBus is sessionBus's error when there is no bus to talk to.
+var errNoSessionBus = errors.New("no D-Bus session bus")
 
 // reason describes why the keychain failed, for people.
 func reason(err error) string {
 	msg := err.Error()
 	switch {
+	case errors.Is(err, errNoSessionBus):
+		return "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset and $XDG_RUNTIME_DIR/bus does not exist)"
+	case errors.Is(err, keyring.ErrUnsupportedPlatform):
+		return "this system has no keychain go-keyring supports"
 	case errors.Is(err, exec.ErrNotFound) || strings.Contains(msg, "dbus-launch"):
 		return "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset and dbus-launch is not installed)"
 	case strings.Contains(msg, "couldn't determine address of session bus"):

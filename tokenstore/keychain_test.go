@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -420,43 +420,60 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// fakeDBusLaunch puts a dbus-launch on PATH that records that it ran (and
+// fails), and returns the file it writes. godbus runs dbus-launch when it
+// finds no session bus; the Keychain must never let it.
+func fakeDBusLaunch(t *testing.T) (pathEnv, marker string) {
+	t.Helper()
+	bin := t.TempDir()
+	marker = filepath.Join(t.TempDir(), "dbus-launch-ran")
+	script := "#!/bin/sh\necho ran >> " + marker + "\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "dbus-launch"), []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return "PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"), marker
+}
+
 // TestKeychainUnavailable runs the Keychain in fresh processes against
 // buses that cannot serve it: each call must fail, promptly, with
-// ErrKeychainUnavailable and a reason a person understands.
+// ErrKeychainUnavailable and a reason a person understands, and say
+// whether there is no keychain at all (ErrNoKeychain) or one that cannot be
+// reached. No case may run dbus-launch.
 func TestKeychainUnavailable(t *testing.T) {
 	cases := []struct {
 		name   string
 		env    func(t *testing.T) []string
 		reason string
+		absent bool
 	}{
 		{"no bus address", func(t *testing.T) []string {
-			// godbus would find a bus at /run/user/<uid>/bus: the
-			// developer's own, which this test must not touch.
-			for _, f := range []string{"bus", "dbus-session"} {
-				if _, err := os.Stat(fmt.Sprintf("/run/user/%d/%s", os.Getuid(), f)); err == nil {
-					t.Skipf("cannot hide the session bus at /run/user/%d/%s from godbus", os.Getuid(), f)
-				}
-			}
-			// PATH without dbus-launch, so godbus cannot start a bus either.
-			return []string{"DBUS_SESSION_BUS_ADDRESS=", "PATH=" + t.TempDir()}
-		}, "no D-Bus session bus"},
+			return []string{"DBUS_SESSION_BUS_ADDRESS=", "XDG_RUNTIME_DIR=" + t.TempDir()}
+		}, "no D-Bus session bus", true},
+		{"autolaunch address", func(t *testing.T) []string {
+			return []string{"DBUS_SESSION_BUS_ADDRESS=autolaunch:", "XDG_RUNTIME_DIR=" + t.TempDir()}
+		}, "no D-Bus session bus", true},
 		{"dead socket", func(t *testing.T) []string {
 			return []string{"DBUS_SESSION_BUS_ADDRESS=unix:path=" + t.TempDir() + "/gone"}
-		}, "cannot connect to the D-Bus session bus"},
+		}, "cannot connect to the D-Bus session bus", false},
 		{"bus without Secret Service", func(t *testing.T) []string {
 			return []string{"DBUS_SESSION_BUS_ADDRESS=" + startBusWithoutSecretService(t)}
-		}, "no Secret Service provider"},
+		}, "no Secret Service provider", true},
+		{"runtime dir bus without Secret Service", func(t *testing.T) []string {
+			addr := startBusWithoutSecretService(t) // listens on <dir>/bus
+			return []string{"DBUS_SESSION_BUS_ADDRESS=", "XDG_RUNTIME_DIR=" + filepath.Dir(strings.TrimPrefix(addr, "unix:path="))}
+		}, "no Secret Service provider", true},
 		{"locked keyring", func(t *testing.T) []string {
 			return []string{"DBUS_SESSION_BUS_ADDRESS=" + startLockedKeyring(t)}
-		}, "the keyring is locked"},
+		}, "the keyring is locked", false},
 		{"bus that never answers", func(t *testing.T) []string {
 			return []string{"DBUS_SESSION_BUS_ADDRESS=" + startSilentSocket(t)}
-		}, "did not answer within 500ms"},
+		}, "did not answer within 500ms", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			res := runHelperProcess(t, "keychain", c.env(t)...)
+			path, marker := fakeDBusLaunch(t)
+			res := runHelperProcess(t, "keychain", append(c.env(t), path)...)
 			if len(res.Ops) != 3 {
 				t.Fatalf("helper reported %+v", res)
 			}
@@ -464,9 +481,15 @@ func TestKeychainUnavailable(t *testing.T) {
 				if !op.Unavailable || !strings.Contains(op.Err, c.reason) {
 					t.Errorf("%s: %q (unavailable=%v), want ErrKeychainUnavailable saying %q", op.Op, op.Err, op.Unavailable, c.reason)
 				}
+				if op.Absent != c.absent {
+					t.Errorf("%s: %q: ErrNoKeychain = %v, want %v", op.Op, op.Err, op.Absent, c.absent)
+				}
 				if strings.Contains(op.Err, "secret-value") {
 					t.Errorf("%s: error quotes the value: %q", op.Op, op.Err)
 				}
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Error("dbus-launch was run: a D-Bus daemon would be left behind")
 			}
 		})
 	}

@@ -71,8 +71,11 @@ type Options struct {
 	// Linux, ~/Library/Application Support/App on macOS and %AppData%\App
 	// on Windows.
 	Dir string
-	// Warn receives the one-time warning printed when ModeAuto falls back
-	// to a file. Nil means os.Stderr.
+	// Warn, when set, receives one line the first time in this process
+	// that a Save in ModeAuto lands in a file (per directory), saying where
+	// and why. Nil means no warning: the store does not print. CLIs show
+	// Locate's Location instead, once, where the user looks (cobralogin
+	// prints it after login and in status).
 	Warn io.Writer
 	// KeychainTimeout bounds each keychain call. Zero means
 	// DefaultKeychainTimeout.
@@ -81,14 +84,12 @@ type Options struct {
 
 // Open returns the store a CLI uses by default, as chosen by opts.Mode. The
 // store implements Locator, reporting KindKeychain or KindFile with the
-// file's path, and Locker, across processes through lock files in the
-// directory (see File.Lock).
+// file's path and why a file is used, and Locker, across processes through
+// lock files in the directory (see File.Lock).
 //
 // In ModeAuto the keychain is tried first. When it is unavailable (see
-// ErrKeychainUnavailable) the store uses the File store in opts.Dir from
-// then on, and the first Save that lands in a file prints a warning to
-// opts.Warn, once per process and directory, saying where the token is and
-// why. Precedence between the two:
+// ErrKeychainUnavailable) a Save goes to the File store in opts.Dir
+// instead. Precedence between the two:
 //
 //   - Load returns the file entry when there is one, else the keychain's.
 //     A file entry is only written while the keychain is unavailable, so it
@@ -97,11 +98,16 @@ type Options struct {
 //     file entry, so a token stored in a file while the keychain was away
 //     moves to the keychain on the next Save (a login or refresh), and is
 //     never lost before it has.
-//   - Delete removes both; a keychain entry that cannot be reached is left
-//     alone.
+//   - Delete removes both. A keychain that is absent (ErrNoKeychain) holds
+//     nothing; one that cannot be reached makes Delete fail with an error
+//     wrapping ErrKeychainUnavailable after the file entry is removed,
+//     since a value may remain there.
 //
-// A Load that finds nothing while the keychain is unavailable returns an
-// error that wraps both ErrNotFound and ErrKeychainUnavailable.
+// A Load that finds no file entry returns an error wrapping ErrNotFound,
+// ErrKeychainUnavailable and ErrNoKeychain when the keychain is absent, and
+// one wrapping ErrKeychainUnavailable but not ErrNotFound when it exists
+// but cannot be reached: whether a value is stored is then unknown, which a
+// caller must not report as "nothing stored".
 func Open(opts Options) (Store, error) {
 	if opts.App == "" || opts.App == "." || opts.App == ".." || strings.ContainsAny(opts.App, `/\`) {
 		return nil, fmt.Errorf("tokenstore: Options.App %q is not a valid name (one path element, not empty)", opts.App)
@@ -119,9 +125,6 @@ func Open(opts Options) (Store, error) {
 		return nil, err
 	}
 	s := &autoStore{app: opts.App, mode: opts.Mode, file: file, warn: opts.Warn}
-	if s.warn == nil {
-		s.warn = os.Stderr
-	}
 	switch opts.Mode {
 	case ModeAuto, ModeKeychainOnly:
 		if s.kc, err = NewKeychain(KeychainConfig{Service: opts.App, Timeout: opts.KeychainTimeout}); err != nil {
@@ -136,32 +139,35 @@ func Open(opts Options) (Store, error) {
 
 // autoStore is the Store Open returns.
 type autoStore struct {
-	app  string
-	mode Mode
-	kc   *Keychain // nil in ModeFile
-	file *File
-	warn io.Writer
-	down atomic.Pointer[error] // why the keychain is unavailable, once seen (ModeAuto)
+	app    string
+	mode   Mode
+	kc     *Keychain // nil in ModeFile
+	file   *File
+	warn   io.Writer             // nil: no warning
+	absent atomic.Pointer[error] // why there is no keychain, once seen (ModeAuto)
 }
 
 // warned holds the directories whose fallback warning this process printed.
 var warned sync.Map
 
-// keychain returns the keychain to try, or nil when the file is to be used.
+// keychain returns the keychain to try, or nil when it is known to be
+// absent and the file is to be used.
 func (s *autoStore) keychain() *Keychain {
-	if s.mode == ModeAuto && s.down.Load() != nil {
+	if s.mode == ModeAuto && s.absent.Load() != nil {
 		return nil
 	}
 	return s.kc
 }
 
-// keychainFailed records err when it means the keychain is unavailable in
-// ModeAuto, and reports whether the file should be used instead.
-func (s *autoStore) keychainFailed(err error) bool {
+// fallback reports whether err lets ModeAuto use the file instead of the
+// keychain, and remembers an absent keychain.
+func (s *autoStore) fallback(err error) bool {
 	if s.mode != ModeAuto || !errors.Is(err, ErrKeychainUnavailable) {
 		return false
 	}
-	s.down.CompareAndSwap(nil, &err)
+	if errors.Is(err, ErrNoKeychain) {
+		s.absent.CompareAndSwap(nil, &err)
+	}
 	return true
 }
 
@@ -182,21 +188,24 @@ func (s *autoStore) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	kc := s.keychain()
 	if kc == nil {
-		return nil, s.notFoundDown(key)
+		return nil, s.notFoundAbsent(key, *s.absent.Load())
 	}
 	v, err := kc.Load(ctx, key)
-	if s.keychainFailed(err) {
-		return nil, s.notFoundDown(key)
+	if err != nil && s.fallback(err) && errors.Is(err, ErrNoKeychain) {
+		return nil, s.notFoundAbsent(key, err)
 	}
-	return v, s.onlyErr(err)
+	return v, s.onlyErr(err) // an unreachable keychain: unknown, not "not found"
 }
 
-func (s *autoStore) notFoundDown(key string) error {
-	return fmt.Errorf("tokenstore: load %q: %w (%w)", key, ErrNotFound, *s.down.Load())
+// notFoundAbsent is Load's error when no file entry exists and there is no
+// keychain.
+func (s *autoStore) notFoundAbsent(key string, why error) error {
+	return fmt.Errorf("tokenstore: load %q: %w (%w)", key, ErrNotFound, why)
 }
 
 // Save implements Store.
 func (s *autoStore) Save(ctx context.Context, key string, value []byte) error {
+	var down error
 	if kc := s.keychain(); kc != nil {
 		err := kc.Save(ctx, key, value)
 		if err == nil {
@@ -208,27 +217,41 @@ func (s *autoStore) Save(ctx context.Context, key string, value []byte) error {
 			}
 			return nil
 		}
-		if !s.keychainFailed(err) {
+		if !s.fallback(err) {
 			return s.onlyErr(err)
 		}
+		down = err
+	} else if p := s.absent.Load(); p != nil {
+		down = *p
 	}
 	if err := s.file.Save(ctx, key, value); err != nil {
 		return err
 	}
-	if s.mode == ModeAuto {
-		s.warnOnce(key)
+	if s.warn != nil && s.mode == ModeAuto {
+		s.warnOnce(key, down)
 	}
 	return nil
 }
 
-func (s *autoStore) warnOnce(key string) {
+func (s *autoStore) warnOnce(key string, why error) {
 	if _, loaded := warned.LoadOrStore(s.file.Dir(), true); loaded {
 		return
 	}
-	fmt.Fprintf(s.warn, "WARNING: %s: the system keychain is unavailable: %v\n"+
-		"WARNING: %s: your login token is stored UNENCRYPTED in %s (readable only by you).\n"+
-		"WARNING: %s: start a keychain (e.g. gnome-keyring with a D-Bus session) to keep it there instead.\n",
-		s.app, *s.down.Load(), s.app, s.file.Path(key), s.app)
+	fmt.Fprintf(s.warn, "%s: the token is stored in %s, a plain file (mode 0600), because %s.\n",
+		s.app, s.file.Path(key), whyFile(why))
+}
+
+// whyFile says, for people, why a value went to a file: the keychain
+// error's reason.
+func whyFile(err error) string {
+	var ke *KeychainError
+	if errors.As(err, &ke) {
+		if ke.Absent {
+			return "no OS keychain is available: " + ke.Reason
+		}
+		return ke.Where + " is unreachable: " + ke.Reason
+	}
+	return "the OS keychain is unavailable"
 }
 
 // Delete implements Store.
@@ -239,37 +262,48 @@ func (s *autoStore) Delete(ctx context.Context, key string) error {
 		}
 	}
 	if kc := s.keychain(); kc != nil {
-		if err := kc.Delete(ctx, key); err != nil && !s.keychainFailed(err) {
+		if err := kc.Delete(ctx, key); err != nil {
+			if s.fallback(err) && errors.Is(err, ErrNoKeychain) {
+				return nil // no keychain, so nothing in it
+			}
 			return s.onlyErr(err)
 		}
 	}
 	return nil
 }
 
-// Locate implements Locator. In ModeAuto it may ask the keychain whether it
+// Locate implements Locator. In ModeAuto it asks the keychain whether it
 // is available.
 func (s *autoStore) Locate(ctx context.Context, key string) (Location, error) {
 	fileLoc := Location{Kind: KindFile, Path: s.file.Path(key)}
 	switch s.mode {
 	case ModeFile:
+		fileLoc.Why = "this CLI is set to keep tokens in a file"
 		return fileLoc, nil
 	case ModeKeychainOnly:
 		return Location{Kind: KindKeychain}, nil
 	}
+	inFile := false
 	if _, err := os.Stat(fileLoc.Path); err == nil {
-		return fileLoc, nil
+		inFile = true
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return Location{}, fmt.Errorf("tokenstore: locate %q: %w", key, err)
 	}
 	kc := s.keychain()
 	if kc == nil {
+		fileLoc.Why = whyFile(*s.absent.Load())
 		return fileLoc, nil
 	}
-	if err := kc.probe(ctx, key); err != nil && !errors.Is(err, ErrNotFound) {
-		if s.keychainFailed(err) {
-			return fileLoc, nil
-		}
+	err := kc.probe(ctx, key)
+	switch {
+	case err != nil && s.fallback(err):
+		fileLoc.Why = whyFile(err)
+		return fileLoc, nil
+	case err != nil && !errors.Is(err, ErrNotFound):
 		return Location{}, fmt.Errorf("tokenstore: locate %q: %w", key, err)
+	case inFile:
+		fileLoc.Why = "the OS keychain was unavailable when it was stored; the next login or refresh moves it there"
+		return fileLoc, nil
 	}
 	return Location{Kind: KindKeychain}, nil
 }

@@ -8,8 +8,10 @@
 //
 // A CLI calls Open once with its name: the store it returns keeps values in
 // the OS keychain (Keychain), falls back to files under the user's config
-// directory (File) with a loud warning when no keychain is available, and can
-// be forced to either with Options.Mode. Key names the entry of one login
+// directory (File) when no keychain is available (Locate says where and
+// why, for the CLI to show), and can be forced to either with Options.Mode.
+// A keychain that exists but cannot be reached is never read as "nothing
+// stored": such errors wrap ErrKeychainUnavailable and not ErrNotFound. Key names the entry of one login
 // (profile, issuer, client), and the Locker that Open's and File's stores
 // implement serializes read-modify-write sequences such as a token refresh
 // across processes.
@@ -58,6 +60,10 @@ type Location struct {
 	Kind Kind
 	// Path is the file's path when Kind is KindFile, else empty.
 	Path string
+	// Why says, for people, why a value is kept in a file rather than the
+	// OS keychain ("no OS keychain is available: no D-Bus session bus
+	// (…)"); empty when Kind is not KindFile or the store cannot say.
+	Why string
 }
 
 // Locator is implemented by stores that can say where a key's value is kept.
