@@ -40,8 +40,35 @@ func (s Secret) Format(f fmt.State, verb rune) {
 	_, _ = f.Write([]byte(s.String()))
 }
 
-// RecordVersion is the format version MarshalRecord writes.
-const RecordVersion = 1
+// RecordVersion is the newest format version MarshalRecord writes and
+// UnmarshalRecord reads. A Record without Pending, Ended and LostRefreshAt
+// is written as version 1, which older releases read; one with them as
+// version 2, which older releases refuse ("upgrade it") rather than misread
+// (they would serve an unverified token, or call a dead login logged in).
+const RecordVersion = 2
+
+// Pending is an access token the token endpoint returned that has not been
+// verified yet: a refresh's answer is saved before the token is checked, so
+// the rotated refresh token that came with it is never lost. The next use
+// verifies it and moves it into the Record.
+type Pending struct {
+	AccessToken Secret
+	TokenType   string    // "Bearer" when empty
+	Expiry      time.Time // from the response's expires_in; zero when unknown. A JWT's own "exp" replaces it.
+	ReceivedAt  time.Time
+}
+
+// Ended records that the server refused the login's refresh token
+// (RFC 6749 invalid_grant at refresh): the login needs a new sign-in.
+type Ended struct {
+	At time.Time
+	// Reason is the CLI library's classification: "expired", "revoked",
+	// "reused" or "refused" (no more specific cause known).
+	Reason string
+	// Description is the server's error_description, sanitized; may be
+	// empty.
+	Description string
+}
 
 // Record is what a CLI login keeps: the tokens and what is needed to refresh
 // and revoke them without asking the server's metadata again.
@@ -62,37 +89,82 @@ type Record struct {
 
 	Subject string // the "sub" of the verified access token
 	Account string // a display name for the account (e-mail when known)
+
+	// Pending, when set, is the access token of a refresh whose answer was
+	// saved before the token was verified; RefreshToken is already the one
+	// that came with it. AccessToken and Expiry still describe the last
+	// verified token.
+	Pending *Pending
+	// Ended, when set, marks a login the server refused to refresh: it
+	// needs a new sign-in. AccessToken and RefreshToken are then empty
+	// (never sent again); Subject and Account say whose login it was.
+	Ended *Ended
+	// LostRefreshAt, when set, is when a refresh with RefreshToken was sent
+	// and its answer never arrived: the server may have rotated the token.
+	LostRefreshAt time.Time
+}
+
+type pendingJSON struct {
+	AccessToken string    `json:"access_token"`
+	TokenType   string    `json:"token_type,omitempty"`
+	Expiry      time.Time `json:"expiry,omitzero"`
+	ReceivedAt  time.Time `json:"received_at,omitzero"`
+}
+
+type endedJSON struct {
+	At          time.Time `json:"at"`
+	Reason      string    `json:"reason"`
+	Description string    `json:"description,omitempty"`
 }
 
 type recordJSON struct {
-	Version            int       `json:"version"`
-	AccessToken        string    `json:"access_token"`
-	RefreshToken       string    `json:"refresh_token,omitempty"`
-	TokenType          string    `json:"token_type,omitempty"`
-	Expiry             time.Time `json:"expiry"`
-	IssuedAt           time.Time `json:"issued_at,omitzero"`
-	Issuer             string    `json:"issuer"`
-	ClientID           string    `json:"client_id"`
-	TokenEndpoint      string    `json:"token_endpoint"`
-	RevocationEndpoint string    `json:"revocation_endpoint,omitempty"`
-	JWKSURI            string    `json:"jwks_uri,omitempty"`
-	TokenIssuer        string    `json:"token_issuer,omitempty"`
-	Audience           string    `json:"audience,omitempty"`
-	Subject            string    `json:"subject,omitempty"`
-	Account            string    `json:"account,omitempty"`
+	Version            int          `json:"version"`
+	AccessToken        string       `json:"access_token"`
+	RefreshToken       string       `json:"refresh_token,omitempty"`
+	TokenType          string       `json:"token_type,omitempty"`
+	Expiry             time.Time    `json:"expiry"`
+	IssuedAt           time.Time    `json:"issued_at,omitzero"`
+	Issuer             string       `json:"issuer"`
+	ClientID           string       `json:"client_id"`
+	TokenEndpoint      string       `json:"token_endpoint"`
+	RevocationEndpoint string       `json:"revocation_endpoint,omitempty"`
+	JWKSURI            string       `json:"jwks_uri,omitempty"`
+	TokenIssuer        string       `json:"token_issuer,omitempty"`
+	Audience           string       `json:"audience,omitempty"`
+	Subject            string       `json:"subject,omitempty"`
+	Account            string       `json:"account,omitempty"`
+	Pending            *pendingJSON `json:"pending,omitempty"`
+	Ended              *endedJSON   `json:"ended,omitempty"`
+	LostRefreshAt      time.Time    `json:"lost_refresh_at,omitzero"`
 }
 
-// MarshalRecord encodes r in the current format version.
+// MarshalRecord encodes r: as version 1 when it has no Pending, Ended or
+// LostRefreshAt, else as version 2. A record needs an access token unless
+// it is Ended.
 func MarshalRecord(r *Record) ([]byte, error) {
-	if r == nil || r.AccessToken == "" {
+	if r == nil || (r.AccessToken == "" && r.Ended == nil) {
 		return nil, fmt.Errorf("tokenstore: record has no access token")
 	}
-	return json.Marshal(recordJSON{
-		Version: RecordVersion, AccessToken: string(r.AccessToken), RefreshToken: string(r.RefreshToken),
+	j := recordJSON{
+		Version: 1, AccessToken: string(r.AccessToken), RefreshToken: string(r.RefreshToken),
 		TokenType: r.TokenType, Expiry: r.Expiry.UTC(), IssuedAt: r.IssuedAt.UTC(), Issuer: r.Issuer, ClientID: r.ClientID,
 		TokenEndpoint: r.TokenEndpoint, RevocationEndpoint: r.RevocationEndpoint, JWKSURI: r.JWKSURI,
 		TokenIssuer: r.TokenIssuer, Audience: r.Audience, Subject: r.Subject, Account: r.Account,
-	})
+		LostRefreshAt: r.LostRefreshAt.UTC(),
+	}
+	if p := r.Pending; p != nil {
+		if p.AccessToken == "" {
+			return nil, fmt.Errorf("tokenstore: record's pending token is empty")
+		}
+		j.Pending = &pendingJSON{AccessToken: string(p.AccessToken), TokenType: p.TokenType, Expiry: p.Expiry.UTC(), ReceivedAt: p.ReceivedAt.UTC()}
+	}
+	if e := r.Ended; e != nil {
+		j.Ended = &endedJSON{At: e.At.UTC(), Reason: e.Reason, Description: e.Description}
+	}
+	if j.Pending != nil || j.Ended != nil || !r.LostRefreshAt.IsZero() {
+		j.Version = 2
+	}
+	return json.Marshal(j)
 }
 
 // UnmarshalRecord decodes a value written by MarshalRecord of this or an
@@ -109,13 +181,23 @@ func UnmarshalRecord(b []byte) (*Record, error) {
 	case j.Version > RecordVersion:
 		return nil, fmt.Errorf("%w: token record version %d is newer than this program reads (%d); upgrade it",
 			ErrCorrupt, j.Version, RecordVersion)
-	case j.AccessToken == "":
+	case j.AccessToken == "" && j.Ended == nil:
 		return nil, fmt.Errorf("%w: token record has no access token", ErrCorrupt)
+	case j.Pending != nil && j.Pending.AccessToken == "":
+		return nil, fmt.Errorf("%w: token record's pending token is empty", ErrCorrupt)
 	}
-	return &Record{
+	r := &Record{
 		AccessToken: Secret(j.AccessToken), RefreshToken: Secret(j.RefreshToken), TokenType: j.TokenType,
 		Expiry: j.Expiry, IssuedAt: j.IssuedAt, Issuer: j.Issuer, ClientID: j.ClientID,
 		TokenEndpoint: j.TokenEndpoint, RevocationEndpoint: j.RevocationEndpoint, JWKSURI: j.JWKSURI,
 		TokenIssuer: j.TokenIssuer, Audience: j.Audience, Subject: j.Subject, Account: j.Account,
-	}, nil
+		LostRefreshAt: j.LostRefreshAt,
+	}
+	if p := j.Pending; p != nil {
+		r.Pending = &Pending{AccessToken: Secret(p.AccessToken), TokenType: p.TokenType, Expiry: p.Expiry, ReceivedAt: p.ReceivedAt}
+	}
+	if e := j.Ended; e != nil {
+		r.Ended = &Ended{At: e.At, Reason: e.Reason, Description: e.Description}
+	}
+	return r, nil
 }

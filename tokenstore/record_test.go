@@ -57,16 +57,45 @@ func TestRecordVersions(t *testing.T) {
 	if got, err := UnmarshalRecord(b); err != nil || *got != *rec {
 		t.Fatalf("round trip = %+v, %v", got, err)
 	}
+	if !strings.Contains(string(b), `"version":1`) {
+		t.Errorf("a plain record is not written as version 1 (older releases could not read it): %s", b)
+	}
+	// A pending token, an ended login and a lost refresh need version 2, so
+	// an older release refuses them instead of serving an unverified token
+	// or calling a dead login live.
+	at := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+	for name, r := range map[string]*Record{
+		"pending": {AccessToken: "a", RefreshToken: "r2", Issuer: "i", Pending: &Pending{AccessToken: "p", TokenType: "Bearer", Expiry: at, ReceivedAt: at}},
+		"ended":   {Issuer: "i", Subject: "u1", Account: "ada@example.com", Ended: &Ended{At: at, Reason: "revoked", Description: "gone"}},
+		"lost":    {AccessToken: "a", RefreshToken: "r", LostRefreshAt: at},
+	} {
+		b, err := MarshalRecord(r)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !strings.Contains(string(b), `"version":2`) {
+			t.Errorf("%s written as %s; want version 2", name, b)
+		}
+		got, err := UnmarshalRecord(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if (got.Pending == nil) != (r.Pending == nil) || got.Pending != nil && *got.Pending != *r.Pending ||
+			(got.Ended == nil) != (r.Ended == nil) || got.Ended != nil && *got.Ended != *r.Ended || !got.LostRefreshAt.Equal(r.LostRefreshAt) {
+			t.Errorf("%s round trip = %+v", name, got)
+		}
+	}
 	// Version 1 as first released: an older library's output stays readable.
 	v1 := `{"version":1,"access_token":"a","expiry":"2030-01-01T00:00:00Z","issuer":"i","client_id":"c","token_endpoint":"e"}`
 	if got, err := UnmarshalRecord([]byte(v1)); err != nil || got.AccessToken.Reveal() != "a" || got.TokenEndpoint != "e" {
 		t.Fatalf("version 1 = %+v, %v", got, err)
 	}
 	for name, c := range map[string]struct{ in, msg string }{
-		"newer":      {`{"version":2,"access_token":"secret-a"}`, "version 2 is newer than this program reads (1); upgrade it"},
-		"no version": {`{"access_token":"secret-a"}`, "no version"},
-		"no token":   {`{"version":1}`, "no access token"},
-		"not json":   {`secret-a`, "not a token record (8 bytes)"},
+		"newer":         {`{"version":3,"access_token":"secret-a"}`, "version 3 is newer than this program reads (2); upgrade it"},
+		"empty pending": {`{"version":2,"access_token":"secret-a","pending":{"access_token":""}}`, "pending token is empty"},
+		"no version":    {`{"access_token":"secret-a"}`, "no version"},
+		"no token":      {`{"version":1}`, "no access token"},
+		"not json":      {`secret-a`, "not a token record (8 bytes)"},
 	} {
 		_, err := UnmarshalRecord([]byte(c.in))
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.msg) || strings.Contains(err.Error(), "secret-a") {
