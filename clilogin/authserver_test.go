@@ -75,6 +75,20 @@ type authServer struct {
 	Refreshes atomic.Int32
 	APICalls  atomic.Int32
 	RejectAll atomic.Bool // /api/me refuses every token
+
+	// Fault knobs for the refresh tests.
+	RefreshAttempts atomic.Int32 // every refresh_token grant, refused ones too
+	JWKSFail        atomic.Int32 // this many next JWKS requests get 503
+	// RefreshDelay, when set, is how long a refresh's answer is held back
+	// after the rotation was committed.
+	RefreshDelay time.Duration
+	// ExpiresIn, when set, is sent as expires_in instead of the lifetime in
+	// seconds; OmitExpiresIn leaves it out.
+	ExpiresIn     any
+	OmitExpiresIn bool
+	// RefreshRefusal is the error_description of invalid_grant answers to
+	// unknown refresh tokens.
+	RefreshRefusal string
 }
 
 type codeGrant struct {
@@ -221,12 +235,13 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 		}
 		sub = "user-1"
 	case "refresh_token":
+		a.RefreshAttempts.Add(1)
 		a.mu.Lock()
 		s, ok := a.refreshes[r.PostForm.Get("refresh_token")]
 		delete(a.refreshes, r.PostForm.Get("refresh_token")) // rotation
 		a.mu.Unlock()
 		if !ok {
-			a.oauthError(w, "invalid_grant")
+			a.oauthErrorDesc(w, "invalid_grant", a.RefreshRefusal)
 			return
 		}
 		a.Refreshes.Add(1)
@@ -241,12 +256,31 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 	a.refreshes[refresh] = sub
 	a.accepted[access] = true
 	a.mu.Unlock()
+	resp := map[string]any{"access_token": access, "token_type": "Bearer", "refresh_token": refresh,
+		"expires_in": int(a.TTL / time.Second)}
+	if a.ExpiresIn != nil {
+		resp["expires_in"] = a.ExpiresIn
+	}
+	if a.OmitExpiresIn {
+		delete(resp, "expires_in")
+	}
+	if r.PostForm.Get("grant_type") == "refresh_token" && a.RefreshDelay > 0 {
+		time.Sleep(a.RefreshDelay) // the rotation is committed; the answer is late
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"access_token": access, "token_type": "Bearer", "refresh_token": refresh,
-		"expires_in": int(a.TTL / time.Second),
-	})
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (a *authServer) oauthErrorDesc(w http.ResponseWriter, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusBadRequest)
+	body := map[string]string{"error": code}
+	if desc != "" {
+		body["error_description"] = desc
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // mintFor signs an access token for sub with the server's key.
@@ -296,6 +330,11 @@ func (a *authServer) jwksJSON() []byte {
 }
 
 func (a *authServer) jwks(w http.ResponseWriter, _ *http.Request) {
+	if a.JWKSFail.Add(-1) >= 0 {
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	a.JWKSFail.Store(0)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(a.jwksJSON())
 }

@@ -254,7 +254,7 @@ func TestBrowserPasteMode(t *testing.T) {
 	if err != nil || sess.Subject != "user-1" {
 		t.Fatalf("Login = %+v, %v\n%s", sess, err, out)
 	}
-	for _, want := range []string{"That is not the address the sign-in ended on", "looks cut off", "(3 tries left)"} {
+	for _, want := range []string{"That URL has no sign-in response in it", "looks cut off", "(3 tries left)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

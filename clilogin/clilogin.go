@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/keyloop/keyloop/tokenstore"
 	"html/template"
 	"io"
 	"net"
@@ -43,10 +44,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/oauth2"
-
-	"github.com/keyloop/keyloop/tokenstore"
 )
 
 // Config configures a Client. Only Issuer, ClientID and AppName are required;
@@ -68,6 +65,12 @@ type Config struct {
 	// Profile names one of several side-by-side logins. Empty means
 	// "default".
 	Profile string
+	// LoginCommand is the command that signs in again, as messages show it
+	// ("mytool login --server https://staging.example.com"). Empty means
+	// AppName + " login", plus " --profile NAME" when Profile is set.
+	// cobralogin sets it to carry --server and --profile in the form the
+	// user gave them (flag or environment variable).
+	LoginCommand string
 	// Scopes are requested at login. Nil requests none.
 	Scopes []string
 	// Audience, when set, must be in the access token's "aud". Empty skips
@@ -138,9 +141,11 @@ type Config struct {
 	Pages *template.Template
 
 	// ListenAddrs are the loopback addresses the callback listener tries, in
-	// order ("127.0.0.1:0", "127.0.0.1:8400", "[::1]:0"). Only loopback IP
-	// literals are accepted (not "localhost"). Nil means "127.0.0.1:0" (a
-	// kernel-chosen port).
+	// order ("127.0.0.1:0", "127.0.0.1:8400", "[::1]:0"). Only the hosts
+	// 127.0.0.1 and [::1] are accepted: they are the loopback redirect URIs
+	// of RFC 8252 §7.3 that authorization servers accept with any port (not
+	// "localhost", not other 127.0.0.0/8 addresses, which servers refuse as
+	// redirect URIs). Nil means "127.0.0.1:0" (a kernel-chosen port).
 	ListenAddrs []string
 	// Leeway is the clock skew allowed when checking exp/nbf/iat. Zero means
 	// 30 seconds; more than 5 minutes is refused by New.
@@ -180,6 +185,7 @@ type Client struct {
 
 	mu           sync.Mutex
 	cached       *tokenstore.Record // last record read or written, never modified
+	unsaved      *tokenstore.Record // a rotated login the store refused; it overrides the stored one
 	retryRefresh time.Time          // no refresh attempt before this, after a failure
 }
 
@@ -191,6 +197,13 @@ const refreshRetryDelay = 30 * time.Second
 // login, which run even when the caller's ctx has ended: the server has
 // rotated the refresh token, so the stored one is spent.
 const finishRefreshTimeout = 10 * time.Second
+
+// finishCtx is a context for work that must finish after the server acted
+// (saving a rotated refresh token, marking a login ended): not canceled
+// with ctx, bounded by finishRefreshTimeout.
+func finishCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), finishRefreshTimeout)
+}
 
 // New checks cfg and returns a Client. It does no I/O.
 func New(cfg Config) (*Client, error) {
@@ -268,7 +281,7 @@ func noPostRedirects(hc *http.Client) *http.Client {
 	return &cp
 }
 
-// checkListenAddr accepts host:port with a loopback IP literal host and a
+// checkListenAddr accepts host:port with host 127.0.0.1 or ::1 and a
 // numeric port.
 func checkListenAddr(a string) error {
 	host, port, err := net.SplitHostPort(a)
@@ -276,8 +289,8 @@ func checkListenAddr(a string) error {
 		return fmt.Errorf("listen address %q: %v", a, err)
 	}
 	ip := net.ParseIP(host)
-	if ip == nil || !ip.IsLoopback() || strings.Contains(host, "%") {
-		return fmt.Errorf("listen address %q: host must be a loopback IP such as 127.0.0.1 or [::1]", a)
+	if ip == nil || !(ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback)) || strings.Contains(host, "%") {
+		return fmt.Errorf("listen address %q: host must be 127.0.0.1 or [::1], the loopback redirect hosts servers accept (RFC 8252 §7.3)", a)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (port != "0" && n == 0) {
 		return fmt.Errorf("listen address %q: port must be a number from 0 to 65535", a)
@@ -338,7 +351,52 @@ type Session struct {
 	// server a token endpoint), so Token can renew it after Expiry without
 	// a new browser login. Always false for KindEnv.
 	CanRefresh bool
+	// Ended is set when the server refused to refresh this login
+	// (ErrLoginEnded): it needs a new sign-in. Subject and Account still
+	// say whose login it was; Expiry is that of its last access token.
+	Ended *LoginEnd
 }
+
+// Usable reports whether s can give a token at now without a new sign-in:
+// not ended, and its access token still valid or refreshable. An expiry
+// that is unknown (a TokenEnv token that is not a JWT) counts as valid.
+func (s *Session) Usable(now time.Time) bool {
+	switch {
+	case s.Ended != nil:
+		return false
+	case s.Expiry.IsZero() || now.Before(s.Expiry):
+		return true
+	}
+	return s.CanRefresh
+}
+
+// LoginEnd says when and why the server ended a login.
+type LoginEnd struct {
+	At     time.Time
+	Reason EndReason
+	// Description is the server's error_description, sanitized; may be
+	// empty.
+	Description string
+}
+
+// EndReason classifies why a login ended.
+type EndReason string
+
+// The reasons a login ends, as read from the server's invalid_grant answer
+// and what the client knows.
+const (
+	// EndExpired: the login is past the server's maximum lifetime.
+	EndExpired EndReason = "expired"
+	// EndRevoked: the login was revoked (a logout elsewhere, an admin, a
+	// deleted user).
+	EndRevoked EndReason = "revoked"
+	// EndReused: the refresh token was presented twice, so the server
+	// ended the login (RFC 9700 §4.14): the answer to an earlier refresh
+	// was lost, or the token was copied.
+	EndReused EndReason = "reused"
+	// EndRefused: the server refused the refresh token without saying why.
+	EndRefused EndReason = "refused"
+)
 
 // Sentinel errors, usable with errors.Is.
 var (
@@ -379,6 +437,18 @@ var (
 	ErrTokenFromEnv = errors.New("clilogin: token comes from the environment")
 	// ErrInvalidConfig means New was given an unusable Config.
 	ErrInvalidConfig = errors.New("clilogin: invalid config")
+	// ErrLoginEnded means the server refused the stored login's refresh
+	// token (RFC 6749 invalid_grant): the login was revoked, its refresh
+	// token was used twice, or it is past its lifetime. The store records
+	// it, so no process sends that refresh token again, and Status reports
+	// it (Session.Ended). It comes with ErrLoginRequired.
+	ErrLoginEnded = errors.New("clilogin: login ended")
+	// ErrStorage means the token store could not be read or written for a
+	// reason other than "nothing stored": a keychain that cannot be
+	// reached (tokenstore.ErrKeychainUnavailable), a file that cannot be
+	// read. Whether a login exists is then unknown; it is never reported
+	// as ErrNotLoggedIn.
+	ErrStorage = errors.New("clilogin: token store failed")
 )
 
 // CallbackError is the error a login ends with when the server redirects back
@@ -397,17 +467,34 @@ func (e *CallbackError) Error() string {
 	return fmt.Sprintf("clilogin: the server refused the login: %s: %s", e.Code, e.Description)
 }
 
+// UserMessage is the sentence Message shows.
+func (e *CallbackError) UserMessage() string {
+	if e.Description == "" {
+		return sentence("The server refused the sign-in (" + e.Code + ")")
+	}
+	return sentence("The server refused the sign-in (" + e.Code + ": " + e.Description + ")")
+}
+
 // ServerError is an RFC 6749 §5.2 error answer from the token or revocation
-// endpoint, sanitized like CallbackError.
+// endpoint (or any answer other than 200 from them), sanitized like
+// CallbackError.
 type ServerError struct {
 	Endpoint    string // "token" or "revocation"
+	URL         string // the endpoint's URL; empty when unknown
 	Status      int    // HTTP status code
 	Code        string // RFC 6749 error code, e.g. "invalid_grant"; empty when the body had none
 	Description string // error_description, may be empty
 }
 
 func (e *ServerError) Error() string {
-	s := fmt.Sprintf("clilogin: %s endpoint answered %d", e.Endpoint, e.Status)
+	return "clilogin: " + e.describe()
+}
+
+func (e *ServerError) describe() string {
+	s := fmt.Sprintf("%s endpoint answered %d", e.Endpoint, e.Status)
+	if e.URL != "" {
+		s = fmt.Sprintf("%s endpoint %s answered %d", e.Endpoint, e.URL, e.Status)
+	}
 	if e.Code != "" {
 		s += " " + e.Code
 	}
@@ -417,25 +504,23 @@ func (e *ServerError) Error() string {
 	return s
 }
 
-// loginRequiredError wraps ErrLoginRequired (and maybe ErrNotLoggedIn and a
-// cause) with a message naming the command to run.
-type loginRequiredError struct {
-	msg  string
-	errs []error
-}
-
-func (e *loginRequiredError) Error() string   { return e.msg }
-func (e *loginRequiredError) Unwrap() []error { return e.errs }
+// UserMessage is the sentence Message shows.
+func (e *ServerError) UserMessage() string { return sentence("The " + e.describe()) }
 
 // loginCommand is the command the user runs to log in again.
 func (c *Client) loginCommand() string {
+	if c.cfg.LoginCommand != "" {
+		return c.cfg.LoginCommand
+	}
 	cmd := c.cfg.AppName + " login"
 	if c.cfg.Profile != "" {
-		cmd += " --profile " + c.cfg.Profile
+		cmd += " --profile " + shellQuote(c.cfg.Profile)
 	}
 	return cmd
 }
 
+// loginRequired is an error wrapping ErrLoginRequired (and cause) whose
+// message says why and names the command to run.
 func (c *Client) loginRequired(why string, cause error) error {
 	msg := fmt.Sprintf("clilogin: %s; run `%s`", why, c.loginCommand())
 	errs := []error{ErrLoginRequired}
@@ -443,7 +528,7 @@ func (c *Client) loginRequired(why string, cause error) error {
 		msg += " (" + cause.Error() + ")"
 		errs = append(errs, cause)
 	}
-	return &loginRequiredError{msg: msg, errs: errs}
+	return &userError{msg: msg, user: sentence(upperFirst(why)) + " Run `" + c.loginCommand() + "` to sign in again.", errs: errs}
 }
 
 // sanitize keeps RFC 6749 error-text characters (printable ASCII except '"'
@@ -472,23 +557,6 @@ func sanitizeCode(s string) string {
 		return "unknown_error"
 	}
 	return b.String()
-}
-
-// oauthError turns an error from x/oauth2 into one that cannot carry a token
-// or a raw response body.
-func oauthError(endpoint string, err error) error {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		se := &ServerError{Endpoint: endpoint, Code: sanitizeCode(re.ErrorCode), Description: sanitize(re.ErrorDescription, 200)}
-		if re.ErrorCode == "" {
-			se.Code = ""
-		}
-		if re.Response != nil {
-			se.Status = re.Response.StatusCode
-		}
-		return se
-	}
-	return err
 }
 
 // maxLeeway bounds Config.Leeway: a larger skew would make "exp" meaningless.

@@ -3,6 +3,7 @@ package clilogin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // maxResponse bounds the bodies read from the server (metadata, JWKS).
@@ -62,7 +64,7 @@ func (c *Client) discover(ctx context.Context) (*metadata, error) {
 			break
 		}
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && !errors.Is(lastErr, ErrServerUnreachable) {
 		return nil, fmt.Errorf("%w: %w", ErrDiscovery, ctx.Err())
 	}
 	return nil, fmt.Errorf("%w: %w", ErrDiscovery, lastErr)
@@ -74,9 +76,10 @@ func (c *Client) fetchMetadata(ctx context.Context, u string) (*metadata, int, e
 		return nil, 0, err
 	}
 	req.Header.Set("Accept", "application/json")
+	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("cannot reach %s: %w (is the server running?)", c.cfg.Issuer, err)
+		return nil, 0, c.unreachable(ctx, "metadata endpoint", u, start, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -55,27 +55,49 @@ const callbackPath = "/callback"
 // neither DISPLAY nor WAYLAND_DISPLAY is. In paste mode no browser is opened;
 // the user opens the URL on any machine, and, while the loopback listener
 // keeps waiting, Login prompts "Paste the URL your browser ended on" and
-// reads lines from Config.Stdin: the address of the page that failed to load
-// (http://127.0.0.1:PORT/callback?code=…&state=…). A pasted URL is judged like
-// a callback (host and path, state, RFC 9207 iss, error=); whichever of the
-// paste and the loopback callback comes first wins and the other is ignored.
-// A wrong or cut-off paste gets a message and another chance, up to 5; the
-// last wrong paste ends the login with ErrStateMismatch (wrong or cut-off
-// state) or ErrInvalidPaste (not a callback URL). Messages never repeat the
-// pasted text. When Stdin ends, Login goes on waiting for the loopback
-// callback.
+// reads lines from Config.Stdin. The prompt is also offered when a browser
+// is opened in a headless session ($BROWSER over SSH may open it on
+// another machine, or fail quietly) and as soon as opening a browser fails.
+// A paste is judged like a callback (state, RFC 9207 iss, error=) and
+// accepted in every form a browser shows that carries this login's state:
+// http://127.0.0.1:PORT/callback?code=…&state=…, the same with https or
+// with host localhost or [::1], or the bare query (?code=…&state=…).
+// Whichever of the paste and the loopback callback comes first wins and the
+// other is ignored. A wrong or cut-off paste gets a message and another
+// chance, up to 5; the last wrong paste ends the login with
+// ErrStateMismatch (wrong or cut-off state) or ErrInvalidPaste (not a
+// callback). Messages never repeat the pasted text. When Stdin ends, Login
+// goes on waiting for the loopback callback.
+//
+// When a browser sends a TLS handshake to the plain-HTTP listener (it
+// upgraded the loopback URL to https), Login says so in one line and
+// suggests paste mode.
+//
+// A login that replaces a stored one (same profile, server and client)
+// revokes the previous grant at the server once the new one is stored,
+// best effort and within 5 seconds, and prints a line to Stdout when that
+// failed.
 //
 // Errors: ErrAccessDenied when the user denied; *CallbackError for other
 // error= callbacks; ErrIssuerMismatch for an RFC 9207 iss mix-up;
 // ErrInvalidToken when the token fails verification; ErrDiscovery when the
 // metadata is unusable; ErrTokenFromEnv when Config.TokenEnv is set;
-// ErrStateMismatch or ErrInvalidPaste after too many wrong pastes; an error
-// wrapping ctx.Err() when ctx ends first (a timeout's message says what to
-// do). Nothing is stored unless Login succeeds.
+// ErrStateMismatch or ErrInvalidPaste after too many wrong pastes;
+// *UnreachableError (ErrServerUnreachable) when an endpoint of the server
+// did not answer, naming it and how long it was given, even when ctx's
+// deadline ended the wait; ErrStorage when the login could not be stored;
+// an error wrapping ctx.Err() when ctx ends while waiting for the user.
+// Nothing is stored unless Login succeeds. Message turns any of them into a
+// sentence for people.
 func (c *Client) Login(ctx context.Context) (*Session, error) {
 	if c.envToken() != "" {
-		return nil, fmt.Errorf("%w: %s is set, so %s uses that token and keeps no login; unset %s to log in",
-			ErrTokenFromEnv, c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv)
+		return nil, &userError{
+			msg: fmt.Sprintf("clilogin: %s is set, so %s uses that token and keeps no login; unset %s to log in",
+				c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv),
+			user: fmt.Sprintf("%s is set, so %s uses that token and keeps no login. Unset %s to log in.",
+				c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv),
+			errs: []error{ErrTokenFromEnv},
+		}
 	}
 	st, err := c.storeFor()
 	if err != nil {
@@ -109,7 +131,8 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 		Handler: fl, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	go func() { _ = srv.Serve(ln) }()
+	sniff := &sniffListener{Listener: ln, tls: make(chan struct{})}
+	go func() { _ = srv.Serve(sniff) }()
 	scr := newScreen(c.out, animates(c.cfg.Terminal, c.out), c.now)
 	viaLoopback := false // the browser was answered with a redirect to /done
 	defer func() {
@@ -131,18 +154,36 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 		}
 	}()
 
-	paste := c.cfg.NoBrowser || (c.cfg.OpenBrowser == nil && os.Getenv("BROWSER") == "" && autoHeadless())
+	// Paste mode: no browser is opened (NoBrowser, or a headless session
+	// with no opener configured). The paste prompt is offered in paste
+	// mode, in a headless session even when a $BROWSER opens (it may run
+	// on another machine, or fail quietly), and once opening a browser
+	// failed.
+	headless := autoHeadless()
+	paste := c.cfg.NoBrowser || (c.cfg.OpenBrowser == nil && os.Getenv("BROWSER") == "" && headless)
 	scr.printf("To sign in to %s, open this URL in a browser:\n\n    %s\n\n", c.cfg.AppName, authURL)
 	var pasted <-chan string
 	echoes := false
-	if paste {
-		scr.printf("Open it on any machine. After you sign in, the browser goes to %s?…;\n"+
-			"if that page does not load (the browser is on another machine), copy its full address.\n", redirectURI)
+	const pastePrompt = "Paste the URL your browser ended on: "
+	pasteHow := fmt.Sprintf("After you sign in, the browser goes to %s?…;\n"+
+		"if that page does not load (the browser is on another machine), copy its full address.\n", redirectURI)
+	// startPaste starts reading pasted URLs; false when there is nothing
+	// to read them from.
+	startPaste := func() bool {
 		var in io.Reader
 		if in, echoes = c.pasteInput(); in != nil {
 			pasted = readLines(in, fl.done)
 		}
-	} else {
+		return pasted != nil
+	}
+	switch {
+	case paste:
+		scr.printf("Open it on any machine. %s", pasteHow)
+		startPaste()
+	case headless:
+		scr.printf("Opening your browser… If it opens on another machine or not at all, open the URL yourself. %s", pasteHow)
+		startPaste()
+	default:
 		scr.printf("Opening your browser…\n")
 	}
 	scr.printf("Confirmation code: %s (the browser shows the same code; check that they match)\n", confirm.Code(state))
@@ -151,7 +192,6 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 		opened = make(chan error, 1)
 		go func() { opened <- c.openBrowser(ctx, authURL) }()
 	}
-	const pastePrompt = "Paste the URL your browser ended on: "
 	if pasted != nil {
 		scr.prompt("\n" + pastePrompt)
 	} else {
@@ -159,12 +199,34 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	}
 
 	tries := 0
+	tlsSeen := sniff.tls
 	for {
 		select {
 		case err := <-opened:
 			opened = nil
-			if err != nil && ctx.Err() == nil {
-				scr.printf("Could not open a browser (%v); open the URL above yourself.\n", err)
+			if err == nil || ctx.Err() != nil {
+				continue
+			}
+			if pasted != nil {
+				scr.printf("Could not open a browser (%v); open the URL above on any machine.\n", err)
+				scr.prompt(pastePrompt)
+				continue
+			}
+			scr.close()
+			scr.printf("Could not open a browser (%v). Open the URL above on any machine. %s", err, pasteHow)
+			if startPaste() {
+				scr.prompt("\n" + pastePrompt)
+			} else {
+				scr.spin("Waiting for you to sign in in the browser…")
+			}
+		case <-tlsSeen:
+			tlsSeen = nil
+			if pasted != nil {
+				scr.printf("Your browser tried https://%s, but this login listens on plain http: paste the address your browser shows instead.\n", fl.host)
+				scr.prompt(pastePrompt)
+			} else {
+				scr.printf("Your browser tried https://%s, but this login listens on plain http; run `%s --no-browser` and paste the address instead.\n",
+					fl.host, c.loginCommand())
 			}
 		case <-ctx.Done():
 			return nil, c.ctxErr(ctx, nil)
@@ -221,14 +283,21 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 // redirected the browser to /done, for the browser to fetch that page.
 const donePageWait = 3 * time.Second
 
-// finish turns an accepted callback into a stored, verified login.
+// finish turns an accepted callback into a stored, verified login. A login
+// it replaces (same profile, server and client) is revoked at the server
+// afterwards, best effort and bounded like Logout's.
 func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, conf *oauth2.Config, verifier string, cb *callback) (*Session, error) {
 	if cb.err != nil {
 		return nil, cb.err
 	}
-	tok, err := conf.Exchange(c.oauthCtx(ctx), cb.code, oauth2.VerifierOption(verifier))
+	form := url.Values{
+		"grant_type": {"authorization_code"}, "code": {cb.code}, "redirect_uri": {conf.RedirectURL},
+		"client_id": {c.cfg.ClientID}, "code_verifier": {verifier},
+	}
+	tok, err := c.postToken(ctx, md.TokenEndpoint, form)
 	if err != nil {
-		return nil, fmt.Errorf("clilogin: exchange the authorization code: %w", oauthError("token", err))
+		return nil, &userError{msg: "clilogin: exchange the authorization code: " + stripPrefixes(err.Error()),
+			user: "The sign-in could not be completed. " + Message(err), errs: []error{err}}
 	}
 	aud := c.cfg.Audience
 	if aud == "" {
@@ -237,11 +306,12 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 	e := expect{jwksURI: md.JWKSURI, issuer: md.tokenIssuer(), audience: aud}
 	cl, err := c.verify(ctx, tok.AccessToken, e)
 	if err != nil {
-		return nil, fmt.Errorf("clilogin: verify the token from %s: %w", md.Issuer, err)
+		return nil, &userError{msg: fmt.Sprintf("clilogin: verify the token from %s: %s", md.Issuer, stripPrefixes(err.Error())),
+			user: fmt.Sprintf("The token from %s could not be verified, so nothing was stored. %s", md.Issuer, Message(err)), errs: []error{err}}
 	}
 	rec := &tokenstore.Record{
 		AccessToken: tokenstore.Secret(tok.AccessToken), RefreshToken: tokenstore.Secret(tok.RefreshToken),
-		TokenType: tok.Type(), Expiry: cl.Expiry, IssuedAt: cl.IssuedAt,
+		TokenType: tok.TokenType, Expiry: cl.Expiry, IssuedAt: cl.IssuedAt,
 		Issuer: md.Issuer, ClientID: c.cfg.ClientID, TokenEndpoint: md.TokenEndpoint,
 		RevocationEndpoint: md.RevocationEndpoint, JWKSURI: md.JWKSURI,
 		TokenIssuer: md.AccessTokenIssuer, Audience: aud, Subject: cl.Subject, Account: cl.Account,
@@ -254,12 +324,20 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 		return nil, err
 	}
 	defer unlock()
+	prev, _ := c.load(ctx, st) // the login this one replaces, if it can be read
+	c.mu.Lock()
+	c.unsaved = nil // a new login replaces whatever this Client could not save
+	c.mu.Unlock()
 	if err := c.save(ctx, st, rec); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	c.retryRefresh = time.Time{}
-	c.mu.Unlock()
+	c.setBackoff(time.Time{})
+	if prev != nil && prev.Ended == nil && (prev.RefreshToken != "" || prev.AccessToken != "") &&
+		prev.RefreshToken != rec.RefreshToken && prev.Issuer == rec.Issuer {
+		if err := c.revoke(ctx, prev); err != nil {
+			fmt.Fprintf(c.out, "Could not revoke your previous login at the server: %s It stays valid there until it expires.\n", Message(err))
+		}
+	}
 	return sessionOf(rec, c.locate(ctx, st)), nil
 }
 
@@ -267,6 +345,8 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 // returns err.
 func (c *Client) ctxErr(ctx context.Context, err error) error {
 	switch {
+	case errors.Is(err, ErrServerUnreachable):
+		return err // the server did not answer in time: say so, not "timed out waiting for you"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("clilogin: timed out waiting for the sign-in; run `%s` again and finish signing in in the browser in time: %w",
 			c.loginCommand(), ctx.Err())
@@ -274,11 +354,6 @@ func (c *Client) ctxErr(ctx context.Context, err error) error {
 		return fmt.Errorf("clilogin: login canceled: %w", ctx.Err())
 	}
 	return err
-}
-
-// oauthCtx carries the configured HTTP client to x/oauth2.
-func (c *Client) oauthCtx(ctx context.Context) context.Context {
-	return context.WithValue(ctx, oauth2.HTTPClient, c.hc)
 }
 
 func (c *Client) oauth2Config(md *metadata, redirectURI string) *oauth2.Config {
@@ -306,6 +381,45 @@ func (c *Client) listen(ctx context.Context) (net.Listener, error) {
 	}
 	return nil, fmt.Errorf("clilogin: cannot listen for the browser's callback on %s; free a port or set other listen addresses: %w",
 		strings.Join(c.cfg.ListenAddrs, ", "), errors.Join(errs...))
+}
+
+// sniffListener notices a TLS handshake arriving at the plain-HTTP
+// listener (a browser that upgraded the loopback URL to https) and closes
+// tls once, so Login can say so instead of waiting in silence.
+type sniffListener struct {
+	net.Listener
+	tls  chan struct{}
+	once sync.Once
+}
+
+func (l *sniffListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: c, l: l}, nil
+}
+
+// sniffConn checks the first byte a client sends.
+type sniffConn struct {
+	net.Conn
+	l       *sniffListener
+	checked bool
+}
+
+// tlsHandshake is the first byte of a TLS record carrying a handshake.
+const tlsHandshake = 0x16
+
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.checked && n > 0 {
+		c.checked = true
+		if p[0] == tlsHandshake {
+			c.l.once.Do(func() { close(c.l.tls) })
+			return 0, errors.New("clilogin: a TLS handshake on the plain-HTTP callback listener")
+		}
+	}
+	return n, err
 }
 
 // randomState returns 256 random bits, base64url.

@@ -472,8 +472,10 @@ func TestDiscoveryErrors(t *testing.T) {
 		h := newHarness(t)
 		h.as.Close()
 		_, err := h.client().Login(t.Context())
-		if !errors.Is(err, ErrDiscovery) || !strings.Contains(err.Error(), "is the server running") {
-			t.Errorf("err = %v", err)
+		var ue *UnreachableError
+		if !errors.Is(err, ErrDiscovery) || !errors.As(err, &ue) || ue.Timeout ||
+			!strings.Contains(Message(err), "Cannot reach the metadata endpoint "+h.as.Issuer+"/.well-known/oauth-authorization-server: connection refused") {
+			t.Errorf("err = %v (%q)", err, Message(err))
 		}
 	})
 }

@@ -2,7 +2,6 @@ package clilogin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,13 +25,22 @@ const revokeTimeout = 5 * time.Second
 // stored login is deleted either way. When revocation failed (the server is
 // down, or refused) but the local delete succeeded, the error wraps
 // ErrRevocationFailed: the user is logged out on this machine, and the old
-// token stays valid at the server until it expires. ErrNotLoggedIn when no
-// login is stored; ErrTokenFromEnv when the TokenEnv override is set
-// (nothing is touched).
+// token stays valid at the server until it expires.
+//
+// When the store fails (a keychain that cannot be reached), Logout still
+// removes what it can and revokes what it could read, and then returns an
+// error wrapping ErrStorage that says what may remain where. ErrNotLoggedIn
+// when no login is stored; ErrTokenFromEnv when the TokenEnv override is
+// set (nothing is touched).
 func (c *Client) Logout(ctx context.Context) error {
 	if c.envToken() != "" {
-		return fmt.Errorf("%w: %s is set, so %s keeps no login to remove; unset %s in your environment",
-			ErrTokenFromEnv, c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv)
+		return &userError{
+			msg: fmt.Sprintf("clilogin: %s is set, so %s keeps no login to remove; unset %s in your environment",
+				c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv),
+			user: fmt.Sprintf("%s is set, so %s uses that token and keeps no login to remove. Unset %s in your environment.",
+				c.cfg.TokenEnv, c.cfg.AppName, c.cfg.TokenEnv),
+			errs: []error{ErrTokenFromEnv},
+		}
 	}
 	st, err := c.storeFor()
 	if err != nil {
@@ -43,23 +51,67 @@ func (c *Client) Logout(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	rec, err := c.load(ctx, st)
-	if err != nil && !errors.Is(err, tokenstore.ErrCorrupt) {
-		return err
+	rec, loadErr := c.load(ctx, st)
+	if errors.Is(loadErr, ErrNotLoggedIn) {
+		return &userError{msg: "clilogin: not logged in to " + c.cfg.Issuer,
+			user: "You are not logged in to " + c.cfg.Issuer + "; there is nothing to remove.", errs: []error{ErrNotLoggedIn}}
 	}
+	if loadErr != nil && !errors.Is(loadErr, tokenstore.ErrCorrupt) && !errors.Is(loadErr, ErrStorage) {
+		return loadErr
+	}
+	loc := c.locate(ctx, st)
 	var revErr error
-	if rec != nil {
+	if rec != nil && rec.Ended == nil {
 		revErr = c.revoke(ctx, rec)
 	}
-	if err := st.Delete(ctx, c.key); err != nil {
-		return fmt.Errorf("clilogin: delete the stored login: %w", err)
-	}
-	c.setCached(nil)
-	if revErr != nil {
-		return fmt.Errorf("clilogin: logged out on this machine, but the server could not revoke the token (it stays valid until it expires): %w: %w",
-			ErrRevocationFailed, revErr)
+	delErr := st.Delete(ctx, c.key)
+	c.mu.Lock()
+	c.cached, c.unsaved = nil, nil
+	c.mu.Unlock()
+	switch {
+	case delErr != nil || errors.Is(loadErr, ErrStorage):
+		return c.logoutIncomplete(rec, loc, loadErr, delErr, revErr)
+	case revErr != nil:
+		return &userError{
+			msg: "clilogin: logged out on this machine, but the server could not revoke the token (it stays valid until it expires): " +
+				stripPrefixes(revErr.Error()),
+			user: "Logged out on this machine, but the server could not revoke the token: " + Message(revErr) +
+				" It stays valid at the server until it expires.",
+			errs: []error{ErrRevocationFailed, revErr},
+		}
 	}
 	return nil
+}
+
+// logoutIncomplete says what a Logout whose store failed did and what may
+// remain where.
+func (c *Client) logoutIncomplete(rec *tokenstore.Record, loc tokenstore.Location, loadErr, delErr, revErr error) error {
+	storeErr := delErr
+	if storeErr == nil {
+		storeErr = loadErr
+	}
+	var b strings.Builder
+	switch {
+	case rec != nil && delErr != nil && loc.Kind == tokenstore.KindFile:
+		fmt.Fprintf(&b, "Removed the login from %s, but %s", loc.Path, describeStoreErr(storeErr))
+		b.WriteString(" A login stored there may remain.")
+	case rec == nil:
+		fmt.Fprintf(&b, "Could not log out: the stored login cannot be read, revoked or removed. %s", upperFirst(describeStoreErr(storeErr)))
+	default:
+		fmt.Fprintf(&b, "Could not remove the stored login: %s", describeStoreErr(storeErr))
+	}
+	switch {
+	case rec != nil && rec.Ended == nil && revErr == nil:
+		b.WriteString(" The login was revoked at the server.")
+	case revErr != nil:
+		b.WriteString(" The server could not revoke it either: " + Message(revErr))
+	}
+	fmt.Fprintf(&b, " Run `%s logout` again once the store answers.", c.cfg.AppName)
+	errs := []error{ErrStorage, storeErr}
+	if revErr != nil {
+		errs = append(errs, ErrRevocationFailed)
+	}
+	return &userError{msg: "clilogin: logout incomplete: " + stripPrefixes(storeErr.Error()), user: b.String(), errs: errs}
 }
 
 // revoke asks the revocation endpoint to revoke rec's refresh and access
@@ -76,7 +128,7 @@ func (c *Client) revoke(ctx context.Context, rec *tokenstore.Record) error {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) == 0 { // a server that is down need not be asked twice
+	if len(errs) == 0 && rec.AccessToken != "" { // a server that is down need not be asked twice
 		if err := c.revokeOne(ctx, rec, rec.AccessToken.Reveal(), "access_token"); err != nil {
 			var se *ServerError
 			if !errors.As(err, &se) || se.Code != "unsupported_token_type" {
@@ -91,24 +143,18 @@ func (c *Client) revokeOne(ctx context.Context, rec *tokenstore.Record, token, h
 	form := url.Values{"token": {token}, "token_type_hint": {hint}, "client_id": {rec.ClientID}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rec.RevocationEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		return fmt.Errorf("revocation endpoint: %v", sanitize(err.Error(), 200))
+		return fmt.Errorf("clilogin: revocation endpoint: %v", sanitize(err.Error(), 200))
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the revocation endpoint: %w", err)
+		return c.unreachable(context.Background(), "revocation endpoint", rec.RevocationEndpoint, start, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	se := &ServerError{Endpoint: "revocation", Status: resp.StatusCode}
-	var body struct {
-		Error            string `json:"error"`
-		ErrorDescription string `json:"error_description"`
-	}
-	if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body) == nil && body.Error != "" {
-		se.Code, se.Description = sanitizeCode(body.Error), sanitize(body.ErrorDescription, 200)
-	}
-	return se
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return serverError("revocation endpoint", rec.RevocationEndpoint, resp, body)
 }

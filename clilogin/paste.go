@@ -104,33 +104,36 @@ type pasteProblem struct {
 	err error // ErrStateMismatch or ErrInvalidPaste
 }
 
-// judgePaste validates a pasted callback URL like the loopback handler
-// validates a request (host, path, state, then flow.judge for iss and
-// error=). It returns the callback that ends the login, or the problem. The
-// messages never contain the pasted text.
+// judgePaste validates a pasted callback like the loopback handler
+// validates a request (state, then flow.judge for iss and error=), and
+// returns the callback that ends the login, or the problem. It accepts
+// every form a browser shows that carries this login's state: the
+// http://127.0.0.1:PORT/callback?… URL, the same with https (browsers that
+// upgrade loopback URLs), with host localhost or [::1], and the bare query
+// (?code=…&state=… or code=…&state=…). The state, 256 random bits, is what
+// ties a paste to this login, as it does a loopback request. The messages
+// never contain the pasted text.
 func (f *flow) judgePaste(line string) (*callback, *pasteProblem) {
 	line = strings.Trim(line, " \t\"'<>")
 	want := "http://" + f.host + callbackPath + "?…"
-	u, err := url.Parse(line)
-	notOurs := &pasteProblem{err: ErrInvalidPaste, msg: "That is not the address the sign-in ended on; it starts with " + want}
-	switch {
-	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return nil, &pasteProblem{err: ErrInvalidPaste,
-			msg: "That is not a URL. Copy the whole address from the browser's address bar; it starts with " + want}
-	case u.Scheme != "http" || u.Path != callbackPath:
-		return nil, notOurs
-	case u.Host != f.host:
-		return nil, &pasteProblem{err: ErrStateMismatch,
-			msg: "That URL belongs to another login (it names " + sanitize(u.Host, 64) + ", this login waits on " + f.host + "). Paste the address from the sign-in you opened with the URL above."}
+	notURL := &pasteProblem{err: ErrInvalidPaste,
+		msg: "That is not a URL. Copy the whole address from the browser's address bar; it starts with " + want}
+	raw, ok := pastedQuery(line)
+	if !ok {
+		return nil, notURL
 	}
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := url.ParseQuery(raw)
 	if err != nil {
 		return nil, &pasteProblem{err: ErrInvalidPaste,
 			msg: "That URL is garbled; copy the whole address again."}
 	}
 	states := q["state"]
+	responded := q.Has("code") || q.Has("error")
 	switch {
-	case len(states) == 0 && (q.Has("code") || q.Has("error")):
+	case !responded && (q.Has("response_type") || q.Has("code_challenge") || q.Has("redirect_uri")):
+		return nil, &pasteProblem{err: ErrInvalidPaste,
+			msg: "That is the sign-in URL itself. Open it in a browser, sign in, then paste the address the browser ends on (" + want + ")."}
+	case len(states) == 0 && responded:
 		return nil, &pasteProblem{err: ErrStateMismatch,
 			msg: "That URL looks cut off (it has no state). Copy the whole address, to its very end, and paste it again."}
 	case len(states) == 0:
@@ -142,9 +145,36 @@ func (f *flow) judgePaste(line string) (*callback, *pasteProblem) {
 	case len(states) != 1 || subtle.ConstantTimeCompare([]byte(states[0]), []byte(f.state)) != 1:
 		return nil, &pasteProblem{err: ErrStateMismatch,
 			msg: "That URL belongs to another login (its state does not match). Paste the address from the sign-in you opened with the URL above."}
+	case !responded:
+		return nil, &pasteProblem{err: ErrInvalidPaste,
+			msg: "That URL has no sign-in response in it. Finish signing in, then paste the address the browser ends on."}
 	}
 	cb, _, _ := f.judge(q) // the state matches, so judge returns a callback
 	return cb, nil
+}
+
+// pastedQuery finds the query in a pasted line: an http or https URL's
+// query, the text after "?" in a bare "?code=…&state=…" or a URL without
+// a scheme, or a bare "code=…&state=…". ok is false for anything else.
+func pastedQuery(line string) (string, bool) {
+	if line == "" {
+		return "", false
+	}
+	if u, err := url.Parse(line); err == nil && u.Scheme != "" && u.Host != "" {
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return "", false
+		}
+		return u.RawQuery, true
+	}
+	if _, query, found := strings.Cut(line, "?"); found {
+		return query, true
+	}
+	for _, k := range []string{"code=", "state=", "error="} {
+		if strings.HasPrefix(line, k) || strings.Contains(line, "&"+k) {
+			return line, true
+		}
+	}
+	return "", false
 }
 
 // pasteRetryable reports whether a pasted callback that failed in the token

@@ -29,13 +29,20 @@ type pasteRun struct {
 // the paste prompt.
 func (h *harness) startPaste(ctx context.Context) *pasteRun {
 	h.t.Helper()
-	pr, pw := io.Pipe()
 	h.cfg.NoBrowser = true
-	h.cfg.Stdin = pr
 	h.cfg.OpenBrowser = func(context.Context, string) error {
 		h.t.Error("a browser was opened in paste mode")
 		return nil
 	}
+	return h.startPrompted(ctx)
+}
+
+// startPrompted starts Login with the harness's config and a pipe as
+// Stdin, and waits for the paste prompt.
+func (h *harness) startPrompted(ctx context.Context) *pasteRun {
+	h.t.Helper()
+	pr, pw := io.Pipe()
+	h.cfg.Stdin = pr
 	c := h.client()
 	p := &pasteRun{h: h, in: pw, done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a hung flow fails instead of hanging
@@ -143,10 +150,12 @@ func TestPasteWrongThenRight(t *testing.T) {
 		{"other state", func(good, _ string) string {
 			return withQueryS(good, "state", strings.Repeat("A", 43))
 		}, "belongs to another login (its state does not match)"},
-		{"other port", func(good, host string) string { return strings.Replace(good, host, "127.0.0.1:1", 1) },
-			"belongs to another login (it names 127.0.0.1:1"},
-		{"other path", func(good, _ string) string { return strings.Replace(good, "/callback", "/done", 1) },
-			"That is not the address the sign-in ended on; it starts with http://"},
+		{"the sign-in URL itself", func(good, _ string) string {
+			return "http://127.0.0.1:1/authorize?response_type=code&client_id=mytool&state=" + queryOf(good, "state")
+		}, "That is the sign-in URL itself"},
+		{"state but no response", func(good, _ string) string {
+			return "http://127.0.0.1:1/callback?state=" + queryOf(good, "state")
+		}, "That URL has no sign-in response in it"},
 		{"cut code", func(good, _ string) string {
 			u, _ := url.Parse(good)
 			return withQueryS(good, "code", u.Query().Get("code")[:8])
@@ -177,6 +186,52 @@ func TestPasteWrongThenRight(t *testing.T) {
 			checkClosed(t, p.redirectURI)
 		})
 	}
+}
+
+// TestPasteAcceptsEveryForm: the forms browsers show for the callback
+// (issue 10 item 6) complete the login when they carry this login's state:
+// https (Safari upgrades loopback URLs it once saw over https), hosts
+// localhost and [::1], another port or path, and the bare query.
+func TestPasteAcceptsEveryForm(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		form func(good, host string) string
+	}{
+		{"https", func(good, _ string) string { return strings.Replace(good, "http://", "https://", 1) }},
+		{"localhost", func(good, host string) string {
+			return strings.Replace(good, host, "localhost:"+portOf(host), 1)
+		}},
+		{"[::1]", func(good, host string) string { return strings.Replace(good, host, "[::1]:"+portOf(host), 1) }},
+		{"other port and path", func(good, host string) string {
+			return strings.Replace(strings.Replace(good, host, "127.0.0.1:1", 1), "/callback", "/done", 1)
+		}},
+		{"bare query with ?", func(good, _ string) string { return good[strings.Index(good, "?"):] }},
+		{"bare query", func(good, _ string) string { return good[strings.Index(good, "?")+1:] }},
+		{"no scheme", func(good, _ string) string { return strings.TrimPrefix(good, "http://") }},
+		{"quoted with spaces", func(good, _ string) string { return "  '" + good + "'  " }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			p := h.startPaste(t.Context())
+			good := p.callbackURL(t)
+			p.paste(t, tc.form(good, mustHost(t, p.redirectURI)))
+			sess, err := p.wait(t)
+			if err != nil || sess == nil {
+				t.Fatalf("Login: %v\n%s", err, h.out.String())
+			}
+			if strings.Contains(h.out.String(), "tries left") {
+				t.Errorf("the paste was refused first:\n%s", h.out.String())
+			}
+			if !h.hasLogin() {
+				t.Error("nothing stored")
+			}
+		})
+	}
+}
+
+func queryOf(raw, key string) string {
+	u, _ := url.Parse(raw)
+	return u.Query().Get(key)
 }
 
 func withQueryS(raw, key, value string) string {

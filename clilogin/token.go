@@ -25,16 +25,21 @@ const maxRefreshWindow = 24 * time.Hour
 // unknown (so its lifetime is unknown).
 const unknownLifetimeWindow = 5 * time.Minute
 
-// envToken returns the TokenEnv override, or "".
+// envToken returns the TokenEnv override with surrounding white space
+// removed ("$(cat file)" leaves a newline), or "" when it is unset or only
+// white space.
 func (c *Client) envToken() string {
 	if c.cfg.TokenEnv == "" {
 		return ""
 	}
-	return os.Getenv(c.cfg.TokenEnv)
+	return strings.TrimSpace(os.Getenv(c.cfg.TokenEnv))
 }
 
 // Status reports the stored login without refreshing it and without network
-// I/O; ErrNotLoggedIn when there is none.
+// I/O; ErrNotLoggedIn when there is none. A login the server refused to
+// refresh is returned with Session.Ended set (and no error). When the store
+// cannot be read (a keychain that cannot be reached), the error wraps
+// ErrStorage: whether a login exists is unknown.
 //
 // With the TokenEnv override set, it describes that token instead: Location
 // is KindEnv, Issuer is the configured issuer, and Subject, Account and
@@ -66,15 +71,29 @@ func (c *Client) Status(ctx context.Context) (*Session, error) {
 //
 // A refresh happens under the store's lock (tokenstore.Locker) and re-reads
 // the stored login once the lock is held, so concurrent callers, in this
-// process or in others sharing the store, make one refresh between them. The
-// new token is verified like at login and saved before Token returns.
+// process or in others sharing the store, make one refresh between them.
+// The server's answer is saved before anything else can fail: the rotated
+// refresh token first, with the new access token marked unverified; then
+// the token is verified like at login and saved as the login's token. The
+// token request itself goes on for up to 10 seconds after ctx ends, so an
+// answer the server committed to is not lost to a Ctrl+C. A verification
+// that fails (the server's keys cannot be fetched) keeps the new refresh
+// token; the next call verifies again, or refreshes with the new refresh
+// token, never with the spent one.
 //
-// When the refresh fails and the old token is still valid, Token returns the
-// old token and reports the failure to Config.OnRefreshError. When the token
-// expired and cannot be refreshed, or no login is stored, the error wraps
-// ErrLoginRequired (and ErrNotLoggedIn when none is stored) and names the
-// command to run. With the TokenEnv override set, Token returns that token
-// as is.
+// When the server refuses the refresh token (invalid_grant: revoked, used
+// twice, past its lifetime), the login is marked ended in the store, no
+// process sends that refresh token again, and the error wraps
+// ErrLoginEnded and ErrLoginRequired. When a refresh fails for another
+// reason (the server does not answer) and the old token is still valid,
+// Token returns the old token and reports the failure to
+// Config.OnRefreshError; when the old token has expired, the error wraps
+// ErrRefreshFailed and the cause (an *UnreachableError names the endpoint),
+// and the login is kept for the next try. When no login is stored the error
+// wraps ErrNotLoggedIn and ErrLoginRequired and names the command to run;
+// when the store cannot be read it wraps ErrStorage. With the TokenEnv
+// override set, Token returns that token, trimmed of surrounding white
+// space.
 //
 // Within one Client, a token outside its refresh window is served from memory
 // without reading the store again; a login deleted by another process is
@@ -86,7 +105,7 @@ func (c *Client) Token(ctx context.Context) (*oauth2.Token, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("clilogin: token: %w", err)
 	}
-	if rec := c.getCached(); rec != nil {
+	if rec := c.getCached(); rec != nil && rec.Ended == nil && rec.Pending == nil {
 		now := c.now()
 		if !c.inWindow(rec, now) || (c.inBackoff(now) && now.Before(rec.Expiry)) {
 			return oauthToken(rec), nil
@@ -110,6 +129,12 @@ func (c *Client) inBackoff(now time.Time) bool {
 	return now.Before(c.retryRefresh)
 }
 
+func (c *Client) setBackoff(until time.Time) {
+	c.mu.Lock()
+	c.retryRefresh = until
+	c.mu.Unlock()
+}
+
 func oauthToken(rec *tokenstore.Record) *oauth2.Token {
 	typ := rec.TokenType
 	if typ == "" {
@@ -118,26 +143,35 @@ func oauthToken(rec *tokenstore.Record) *oauth2.Token {
 	return &oauth2.Token{AccessToken: rec.AccessToken.Reveal(), TokenType: typ, Expiry: rec.Expiry}
 }
 
-// token loads the stored login and refreshes it when it is in its refresh
-// window, or, when stale is not empty, when its access token is still stale
-// (the API refused it).
+// due reports whether rec needs work before its token is served: a pending
+// token to verify, or a refresh (in the window, or, when stale is not
+// empty, because the API refused stale and rec still holds it).
+func (c *Client) due(rec *tokenstore.Record, now time.Time, stale string) bool {
+	switch {
+	case rec.Ended != nil:
+		return false
+	case rec.Pending != nil:
+		return true
+	case !canRefresh(rec):
+		return false
+	case stale != "":
+		return rec.AccessToken.Reveal() == stale
+	}
+	return c.inWindow(rec, now)
+}
+
+// token loads the stored login and renews it when due (see due).
 func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error) {
 	st, err := c.storeFor()
 	if err != nil {
 		return nil, err
-	}
-	due := func(rec *tokenstore.Record, now time.Time) bool {
-		if stale != "" {
-			return rec.AccessToken.Reveal() == stale
-		}
-		return c.inWindow(rec, now)
 	}
 	rec, err := c.load(ctx, st)
 	if err != nil {
 		return nil, c.loadErr(err)
 	}
 	now := c.now()
-	if !due(rec, now) || !canRefresh(rec) || (c.inBackoff(now) && now.Before(rec.Expiry)) {
+	if !c.due(rec, now, stale) || (c.inBackoff(now) && now.Before(rec.Expiry)) {
 		return c.serve(rec, now)
 	}
 
@@ -152,60 +186,56 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 		return nil, err
 	}
 	defer unlock()
-	// Another goroutine or process may have refreshed while we waited.
+	// Another goroutine or process may have refreshed, or found the login
+	// ended, while we waited.
 	if rec, err = c.load(ctx, st); err != nil {
 		return nil, c.loadErr(err)
 	}
 	now = c.now()
-	if !due(rec, now) || !canRefresh(rec) {
+	if !c.due(rec, now, stale) {
 		return c.serve(rec, now)
 	}
-	fresh, err := c.refresh(ctx, rec)
+	fresh, err := c.renew(ctx, st, rec)
 	if err == nil {
-		c.mu.Lock()
-		c.retryRefresh = time.Time{}
-		c.mu.Unlock()
-		// The server has rotated the refresh token: the stored one is now
-		// spent. Save the new one even if ctx ends now (Ctrl+C), or the
-		// login is lost.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishRefreshTimeout)
-		serr := c.save(sctx, st, fresh)
-		cancel()
-		if serr != nil {
-			// This run still has a valid token; only the next one may need
-			// a new login.
-			c.setCached(fresh)
-			if c.cfg.OnRefreshError != nil {
-				c.cfg.OnRefreshError(fmt.Errorf("%w, so the next run may need `%s`: %w", ErrNotSaved, c.loginCommand(), serr))
-			}
-		}
+		c.setBackoff(time.Time{})
 		return oauthToken(fresh), nil
+	}
+	if errors.Is(err, ErrLoginEnded) || errors.Is(err, ErrStorage) {
+		return nil, err
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("clilogin: refresh the token: %w", ctx.Err())
 	}
-	err = fmt.Errorf("%w: %w", ErrRefreshFailed, err)
-	c.mu.Lock()
-	c.retryRefresh = now.Add(refreshRetryDelay)
-	c.mu.Unlock()
-	if now.Before(rec.Expiry) {
+	c.setBackoff(now.Add(refreshRetryDelay))
+	if rec.AccessToken != "" && now.Before(rec.Expiry) {
 		c.setCached(rec)
 		if c.cfg.OnRefreshError != nil {
-			c.cfg.OnRefreshError(err)
+			c.cfg.OnRefreshError(fmt.Errorf("%w: %w", ErrRefreshFailed, err))
 		}
 		return oauthToken(rec), nil
 	}
-	return nil, c.loginRequired("the stored token expired and could not be refreshed", err)
+	return nil, c.refreshFailed(err)
 }
 
-// serve returns rec's token when it is still valid, else ErrLoginRequired.
+// refreshFailed is Token's error when the token expired and could not be
+// renewed for a reason that does not end the login.
+func (c *Client) refreshFailed(cause error) error {
+	return &userError{
+		msg: "clilogin: the stored token expired and could not be refreshed: " + stripPrefixes(cause.Error()),
+		user: "The stored token expired and could not be refreshed. " + Message(cause) +
+			" Your login is kept; try again once that is fixed.",
+		errs: []error{ErrRefreshFailed, cause},
+	}
+}
+
+// serve returns rec's token when it is still valid, else an error saying
+// what the user must do.
 func (c *Client) serve(rec *tokenstore.Record, now time.Time) (*oauth2.Token, error) {
-	if !now.Before(rec.Expiry) {
-		why := "the stored token expired and cannot be refreshed"
-		if canRefresh(rec) {
-			why = "the stored token expired and could not be refreshed"
-		}
-		return nil, c.loginRequired(why, nil)
+	if rec.Ended != nil {
+		return nil, c.endedErr(rec)
+	}
+	if rec.AccessToken == "" || !now.Before(rec.Expiry) {
+		return nil, c.loginRequired("the stored token expired and the login cannot be refreshed (the server issued no refresh token)", nil)
 	}
 	c.setCached(rec)
 	return oauthToken(rec), nil
@@ -216,8 +246,9 @@ func (c *Client) loadErr(err error) error {
 		return c.loginRequired("the stored login cannot be read", err)
 	}
 	if errors.Is(err, ErrNotLoggedIn) {
-		return &loginRequiredError{
-			msg:  fmt.Sprintf("clilogin: not logged in; run `%s`", c.loginCommand()),
+		return &userError{
+			msg:  fmt.Sprintf("clilogin: not logged in to %s; run `%s`", c.cfg.Issuer, c.loginCommand()),
+			user: fmt.Sprintf("You are not logged in to %s. Run `%s` to sign in.", c.cfg.Issuer, c.loginCommand()),
 			errs: []error{ErrNotLoggedIn, ErrLoginRequired},
 		}
 	}
@@ -225,41 +256,91 @@ func (c *Client) loadErr(err error) error {
 }
 
 func canRefresh(rec *tokenstore.Record) bool {
-	return rec.RefreshToken != "" && rec.TokenEndpoint != ""
+	return rec.RefreshToken != "" && rec.TokenEndpoint != "" && rec.Ended == nil
 }
 
-// refresh runs the refresh_token grant through x/oauth2 and verifies the new
-// access token like at login.
-func (c *Client) refresh(ctx context.Context, rec *tokenstore.Record) (*tokenstore.Record, error) {
-	conf := &oauth2.Config{
-		ClientID: rec.ClientID,
-		Endpoint: oauth2.Endpoint{TokenURL: rec.TokenEndpoint, AuthStyle: oauth2.AuthStyleInParams},
+// renew brings rec's token up to date under the store's lock: it verifies a
+// pending token, or refreshes. It returns the record now stored.
+func (c *Client) renew(ctx context.Context, st tokenstore.Store, rec *tokenstore.Record) (*tokenstore.Record, error) {
+	if rec.Pending != nil {
+		fresh, err := c.promote(ctx, st, rec)
+		if err == nil || !errors.Is(err, ErrInvalidToken) || !canRefresh(rec) {
+			return fresh, err
+		}
+		// The pending token itself is bad (expired while waiting, signed
+		// with a key since retired): refresh with the refresh token that
+		// came with it.
+		cp := *rec
+		cp.Pending = nil
+		rec = &cp
 	}
-	tok, err := conf.TokenSource(c.oauthCtx(ctx), &oauth2.Token{RefreshToken: rec.RefreshToken.Reveal()}).Token()
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rec.RefreshToken.Reveal()}, "client_id": {rec.ClientID}}
+	resp, err := c.postToken(ctx, rec.TokenEndpoint, form)
 	if err != nil {
-		return nil, oauthError("token", err)
+		var se *ServerError
+		var ue *UnreachableError
+		switch {
+		case errors.As(err, &se) && se.Code == "invalid_grant":
+			return nil, c.markEnded(ctx, st, rec, se)
+		case errors.As(err, &ue) && ue.mayHaveArrived:
+			// The server may have rotated the token without our seeing
+			// the answer; remember it, to explain a refusal later.
+			lost := *rec
+			lost.LostRefreshAt = c.now()
+			sctx, cancel := finishCtx(ctx)
+			_ = c.save(sctx, st, &lost)
+			cancel()
+		}
+		return nil, err
 	}
+	// The server answered: it has rotated the refresh token, so the stored
+	// one is spent. Save the answer before anything else can fail.
+	next := *rec
+	next.LostRefreshAt = time.Time{}
+	if resp.RefreshToken != "" {
+		next.RefreshToken = tokenstore.Secret(resp.RefreshToken)
+	}
+	next.Pending = &tokenstore.Pending{AccessToken: tokenstore.Secret(resp.AccessToken), TokenType: resp.TokenType, ReceivedAt: c.now()}
+	if resp.ExpiresIn > 0 {
+		next.Pending.Expiry = c.now().Add(resp.ExpiresIn)
+	}
+	sctx, cancel := finishCtx(ctx)
+	serr := c.save(sctx, st, &next)
+	cancel()
+	if serr != nil {
+		c.keepUnsaved(&next)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err() // verified on the next use
+	}
+	return c.promote(ctx, st, &next)
+}
+
+// promote verifies rec's pending token and stores it as the login's token.
+// A verification failure leaves rec (with its new refresh token) stored.
+func (c *Client) promote(ctx context.Context, st tokenstore.Store, rec *tokenstore.Record) (*tokenstore.Record, error) {
 	iss := rec.TokenIssuer
 	if iss == "" {
 		iss = rec.Issuer
 	}
-	// The server has rotated the refresh token: from here on, finish even
-	// if ctx ends (Ctrl+C), or the login is lost.
-	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishRefreshTimeout)
+	vctx, cancel := finishCtx(ctx)
 	defer cancel()
-	cl, err := c.verify(vctx, tok.AccessToken, expect{jwksURI: rec.JWKSURI, issuer: iss, audience: rec.Audience})
+	p := rec.Pending
+	cl, err := c.verify(vctx, p.AccessToken.Reveal(), expect{jwksURI: rec.JWKSURI, issuer: iss, audience: rec.Audience})
 	if err != nil {
-		return nil, err
+		return nil, &userError{
+			msg:  "clilogin: verify the refreshed token: " + stripPrefixes(err.Error()),
+			user: "The refreshed token could not be verified. " + Message(err),
+			errs: []error{err},
+		}
 	}
 	if rec.Subject != "" && cl.Subject != rec.Subject {
 		return nil, fmt.Errorf("%w: the refreshed token is for another subject", ErrInvalidToken)
 	}
 	fresh := *rec
-	fresh.AccessToken = tokenstore.Secret(tok.AccessToken)
-	if tok.RefreshToken != "" {
-		fresh.RefreshToken = tokenstore.Secret(tok.RefreshToken)
-	}
-	fresh.TokenType = tok.Type()
+	fresh.Pending = nil
+	fresh.AccessToken = p.AccessToken
+	fresh.TokenType = p.TokenType
 	fresh.Expiry = cl.Expiry
 	fresh.IssuedAt = cl.IssuedAt
 	if fresh.IssuedAt.IsZero() {
@@ -269,8 +350,103 @@ func (c *Client) refresh(ctx context.Context, rec *tokenstore.Record) (*tokensto
 		fresh.Account = cl.Account
 	}
 	fresh.Subject = cl.Subject
+	if err := c.save(vctx, st, &fresh); err != nil {
+		// This run has a valid token; the store still holds the pending
+		// one with the live refresh token, or, if even that could not be
+		// saved, only this process knows it.
+		c.mu.Lock()
+		c.cached = &fresh
+		if c.unsaved != nil {
+			c.unsaved = &fresh
+		}
+		c.mu.Unlock()
+		if c.cfg.OnRefreshError != nil {
+			c.cfg.OnRefreshError(fmt.Errorf("%w, so the next run may need `%s`: %w", ErrNotSaved, c.loginCommand(), err))
+		}
+	}
 	return &fresh, nil
 }
+
+// markEnded records that the server refused rec's refresh token: the
+// secrets are dropped and the reason kept, so no process sends the token
+// again and Status can say what happened.
+func (c *Client) markEnded(ctx context.Context, st tokenstore.Store, rec *tokenstore.Record, se *ServerError) error {
+	dead := *rec
+	dead.AccessToken, dead.RefreshToken, dead.Pending, dead.LostRefreshAt = "", "", nil, time.Time{}
+	dead.Ended = &tokenstore.Ended{At: c.now(), Reason: string(endReason(se.Description, !rec.LostRefreshAt.IsZero())), Description: se.Description}
+	sctx, cancel := finishCtx(ctx)
+	defer cancel()
+	if err := c.save(sctx, st, &dead); err != nil {
+		c.keepUnsaved(&dead)
+	}
+	c.setCached(nil)
+	return c.endedErr(&dead)
+}
+
+// endReason classifies an invalid_grant at refresh from the server's
+// description, and whether an earlier refresh's answer was lost.
+func endReason(description string, lostRefresh bool) EndReason {
+	d := strings.ToLower(description)
+	has := func(words ...string) bool {
+		for _, w := range words {
+			if strings.Contains(d, w) {
+				return true
+			}
+		}
+		return false
+	}
+	var found []EndReason
+	if has("reuse", "already used", "replay", "used twice") {
+		found = append(found, EndReused)
+	}
+	if has("expired", "maximum lifetime", "too old", "lifetime") {
+		found = append(found, EndExpired)
+	}
+	if has("revoked", "logged out", "signed out") {
+		found = append(found, EndRevoked)
+	}
+	switch {
+	case len(found) == 1:
+		return found[0]
+	case lostRefresh:
+		return EndReused
+	}
+	return EndRefused
+}
+
+// endedErr is the error for a login the server ended.
+func (c *Client) endedErr(rec *tokenstore.Record) error {
+	who := rec.Account
+	if who == "" {
+		who = rec.Subject
+	}
+	why := endedWhy(EndReason(rec.Ended.Reason), rec.Ended.Description)
+	return &userError{
+		msg:  fmt.Sprintf("clilogin: the login of %s at %s ended (%s); run `%s`", who, rec.Issuer, rec.Ended.Reason, c.loginCommand()),
+		user: fmt.Sprintf("The login of %s at %s has ended: %s Run `%s` to sign in again.", who, rec.Issuer, why, c.loginCommand()),
+		errs: []error{ErrLoginEnded, ErrLoginRequired},
+	}
+}
+
+// endedWhy explains an ended login in a sentence.
+func endedWhy(r EndReason, description string) string {
+	switch r {
+	case EndExpired:
+		return "it reached the server's maximum login lifetime."
+	case EndRevoked:
+		return "the server revoked it."
+	case EndReused:
+		return "its refresh token was used twice (the answer to an earlier refresh was lost, or the token was copied), so the server ended it."
+	}
+	if description != "" {
+		return "the server refused to refresh it (" + description + ")."
+	}
+	return "the server refused to refresh it."
+}
+
+// Explain says, in a sentence, why the login ended, for status output:
+// "the server revoked it."
+func (e *LoginEnd) Explain() string { return endedWhy(e.Reason, e.Description) }
 
 // TokenSource returns an oauth2.TokenSource backed by Token(ctx). It is safe
 // for concurrent use; every call uses ctx (for the store and a refresh), so

@@ -3,6 +3,7 @@ package clilogin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,6 +49,10 @@ func (tc *tokenClaims) account() string {
 	return tc.Name
 }
 
+// ErrKeysUnavailable means the server's key set (JWKS) could not be fetched,
+// so a token could not be verified; the token itself may be fine.
+var ErrKeysUnavailable = errors.New("clilogin: the server's keys are unavailable")
+
 // fetchJWKS fetches the key set at uri.
 func (c *Client) fetchJWKS(ctx context.Context, uri string) (keyfunc.Keyfunc, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
@@ -55,13 +60,18 @@ func (c *Client) fetchJWKS(ctx context.Context, uri string) (keyfunc.Keyfunc, er
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
+	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch the server's keys: %w", err)
+		return nil, c.unreachable(ctx, "JWKS endpoint", uri, start, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch the server's keys: GET %s answered %s", uri, resp.Status)
+		return nil, &userError{
+			msg:  fmt.Sprintf("clilogin: fetch the server's keys: GET %s answered %s", uri, resp.Status),
+			user: fmt.Sprintf("The server's key set at %s answered %s, so the token could not be checked.", uri, sanitize(resp.Status, 64)),
+			errs: []error{ErrKeysUnavailable},
+		}
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
