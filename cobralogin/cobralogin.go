@@ -7,6 +7,23 @@
 //	os.Exit(cobralogin.Execute(root))
 //
 // The app's own commands get a ready client with cmds.Client(cmd).
+//
+// # Exit codes
+//
+// Execute returns the process exit code, the same for every command:
+//
+//	0    success; for status: a usable login (a valid token, or one that
+//	     will be refreshed on next use)
+//	1    failure; for status: not logged in, or a new login is needed (the
+//	     token expired and cannot be refreshed, the server ended the login,
+//	     an expired token in the TokenEnv variable)
+//	2    cannot tell: the token store failed (an OS keychain that cannot
+//	     be reached, a file that cannot be read), so whether a login exists
+//	     is unknown (clilogin.ErrStorage)
+//	130  interrupted (Ctrl+C or SIGTERM)
+//
+// What a command prints on failure is clilogin.Message's sentence (what
+// happened, where, the command to run), never an error chain.
 package cobralogin
 
 import (
@@ -96,6 +113,8 @@ func orNone(s string) string {
 }
 
 // ClientConfig returns the client configuration after flags and environment.
+// Its LoginCommand, unless the base configuration sets one, is the login
+// command with the --server and --profile the user gave (see LoginHint).
 func (c *Commands) ClientConfig() clilogin.Config {
 	cfg := c.cfg.Login
 	if v := firstNonEmpty(c.server, os.Getenv(c.cfg.ServerEnv)); v != "" {
@@ -103,6 +122,9 @@ func (c *Commands) ClientConfig() clilogin.Config {
 	}
 	if v := firstNonEmpty(c.profile, os.Getenv(c.cfg.ProfileEnv)); v != "" {
 		cfg.Profile = v
+	}
+	if cfg.LoginCommand == "" {
+		cfg.LoginCommand = c.LoginHint()
 	}
 	return cfg
 }
@@ -119,10 +141,12 @@ func (c *Commands) Client(cmd *cobra.Command) (*clilogin.Client, error) {
 		// script's stdout (the token) stays clean.
 		cfg.OnRefreshError = func(err error) {
 			if errors.Is(err, clilogin.ErrNotSaved) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: %v\n", c.app(), err)
+				fmt.Fprintf(cmd.ErrOrStderr(), "Warning: the refreshed token could not be stored; the next run may need `%s`. %s\n",
+					c.LoginHint(), clilogin.Message(err))
 				return
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: could not refresh the token, using the current one until it expires: %v\n", c.app(), err)
+			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: could not refresh the token; using the current one until it expires. %s\n",
+				clilogin.Message(err))
 		}
 	}
 	return c.cfg.NewClient(cfg)
@@ -139,14 +163,60 @@ func firstNonEmpty(s ...string) string {
 
 func (c *Commands) app() string { return c.cfg.Login.AppName }
 
-// loginHint is the command a user runs to log in again.
-func (c *Commands) loginHint() string {
-	s := c.app() + " login"
-	if p := c.ClientConfig().Profile; p != "" {
-		s += " --profile " + p
+// LoginHint is the command a user runs to log in again, carrying --server
+// and --profile in the form the user gave them: as flags when given as
+// flags ("mytool login --server http://127.0.0.1:9999"), as environment
+// variables when they came from there ("MYTOOL_SERVER=… mytool login"), so
+// following the hint signs in to the same server and profile.
+func (c *Commands) LoginHint() string {
+	var env []string
+	cmd := c.app() + " login"
+	for _, o := range []struct{ flag, val, env string }{
+		{"server", c.server, c.cfg.ServerEnv}, {"profile", c.profile, c.cfg.ProfileEnv},
+	} {
+		switch v := os.Getenv(o.env); {
+		case o.val != "":
+			cmd += " --" + o.flag + " " + shellQuote(o.val)
+		case v != "":
+			env = append(env, o.env+"="+shellQuote(v))
+		}
 	}
-	return s
+	return strings.Join(append(env, cmd), " ")
 }
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+=,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// revocationCause says why a revocation failed: the unreachable endpoint
+// or the server's answer.
+func revocationCause(err error) string {
+	var ue *clilogin.UnreachableError
+	var se *clilogin.ServerError
+	switch {
+	case errors.As(err, &ue):
+		return ue.UserMessage()
+	case errors.As(err, &se):
+		return se.UserMessage()
+	}
+	return ""
+}
+
+// message is an error whose text is already a sentence for people.
+type message struct {
+	text string
+	err  error
+}
+
+func (m message) Error() string       { return m.text }
+func (m message) UserMessage() string { return m.text }
+func (m message) Unwrap() error       { return m.err }
 
 func (c *Commands) loginCommand() *cobra.Command {
 	var noBrowser bool
@@ -171,16 +241,19 @@ func (c *Commands) loginCommand() *cobra.Command {
 			defer cancel()
 			s, err := client.Login(ctx)
 			if err != nil {
-				if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
-					return fmt.Errorf("login timed out after %s: run `%s` again and finish signing in within --timeout (now %s); "+
-						"if the browser runs on another machine (SSH, container), add --no-browser and paste the address the browser ends on",
-						timeout, c.loginHint(), timeout)
+				// Only the login's own deadline is a timeout waiting for
+				// the user; a server that did not answer says so itself.
+				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil && cmd.Context().Err() == nil &&
+					!errors.Is(err, clilogin.ErrServerUnreachable) {
+					return message{err: err, text: fmt.Sprintf("No sign-in arrived within %s (--timeout). Run `%s` again and finish signing in in time; "+
+						"if the browser runs on another machine (SSH, container), add --no-browser and paste the address the browser ends on.",
+						timeout, c.LoginHint())}
 				}
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "✓ Logged in to %s as %s\n", s.Issuer, account(s))
 			if w := stored(s.Location); w != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "  Token stored %s\n", w)
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %s\n", w)
 			}
 			return nil
 		},
@@ -190,20 +263,30 @@ func (c *Commands) loginCommand() *cobra.Command {
 	return cmd
 }
 
-// stored says where a new login was kept, for login's last line.
+// stored says where a new login was kept, for login's last line: one line,
+// and the only warning about a plain file at login.
 func stored(l tokenstore.Location) string {
 	switch l.Kind {
 	case tokenstore.KindKeychain:
-		return "in the OS keychain"
+		return "Token stored in the OS keychain."
 	case tokenstore.KindFile:
-		return "in " + l.Path + " (a plain file: no OS keychain was available)"
+		return "! " + fileLine(l)
 	case "":
 		return ""
 	}
 	if l.Path != "" {
-		return fmt.Sprintf("in %s (%s)", l.Kind, l.Path)
+		return fmt.Sprintf("Token stored in %s (%s).", l.Kind, l.Path)
 	}
-	return "in " + string(l.Kind)
+	return "Token stored in " + string(l.Kind) + "."
+}
+
+// fileLine is the one line that says a token is in a plain file, and why.
+func fileLine(l tokenstore.Location) string {
+	why := l.Why
+	if why == "" {
+		why = "no OS keychain was available"
+	}
+	return fmt.Sprintf("The token is stored in %s, a plain file (mode 0600), because %s.", l.Path, strings.TrimSuffix(why, "."))
 }
 
 func account(s *clilogin.Session) string {
@@ -229,13 +312,15 @@ func (c *Commands) logoutCommand() *cobra.Command {
 			err = client.Logout(cmd.Context())
 			switch {
 			case errors.Is(err, clilogin.ErrNotLoggedIn):
-				fmt.Fprintln(cmd.ErrOrStderr(), "Not logged in; nothing to do.")
+				fmt.Fprintf(cmd.ErrOrStderr(), "Not logged in to %s; nothing to do.\n", c.ClientConfig().Issuer)
 				return nil
+			case errors.Is(err, clilogin.ErrStorage):
+				return err // says what was removed and what may remain where; exit 2
 			case errors.Is(err, clilogin.ErrRevocationFailed):
 				// The token is gone from this machine; only the server
 				// could not be told. Logged out all the same.
 				fmt.Fprintf(cmd.ErrOrStderr(), "✓ Logged out of %s on this machine\n", c.ClientConfig().Issuer)
-				fmt.Fprintf(cmd.ErrOrStderr(), "! Could not revoke the token at the server (%v); it stays valid there until it expires\n", err)
+				fmt.Fprintf(cmd.ErrOrStderr(), "! The server could not revoke the token; it stays valid there until it expires. %s\n", revocationCause(err))
 				return nil
 			case err != nil:
 				return err
@@ -271,11 +356,20 @@ func (c *Commands) tokenCommand() *cobra.Command {
 // so Execute exits 1.
 var ErrNotLoggedIn = clilogin.ErrNotLoggedIn
 
+// ErrLoginNeeded is returned by the status command when a login is stored
+// but cannot give a token without a new sign-in (expired and not
+// refreshable, ended by the server, an expired TokenEnv token), so Execute
+// exits 1.
+var ErrLoginNeeded = errors.New("cobralogin: a new login is needed")
+
 func (c *Commands) statusCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show who is signed in, until when, and where the token is kept",
-		Args:  cobra.NoArgs,
+		Long: "Shows who is signed in, until when, and where the token is kept.\n\n" +
+			"Exit status: 0 when a usable login is there (a valid token, or one refreshed on next use),\n" +
+			"1 when not logged in or a new login is needed, 2 when the token store cannot be read.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			client, err := c.Client(cmd)
 			if err != nil {
@@ -286,16 +380,24 @@ func (c *Commands) statusCommand() *cobra.Command {
 			out := cmd.OutOrStdout()
 			switch {
 			case errors.Is(err, clilogin.ErrNotLoggedIn):
-				fmt.Fprintf(out, "%s\n  X Not logged in to %s\n  - Run `%s` to sign in.\n", hostOf(cfg.Issuer), cfg.Issuer, c.loginHint())
+				fmt.Fprintf(out, "%s\n  X Not logged in to %s\n  - Run `%s` to sign in.\n", hostOf(cfg.Issuer), cfg.Issuer, c.LoginHint())
+				return silent{err}
+			case errors.Is(err, clilogin.ErrStorage):
+				fmt.Fprintf(out, "%s\n  ? %s\n", hostOf(cfg.Issuer), clilogin.Message(err))
 				return silent{err}
 			case err != nil:
-				fmt.Fprintf(out, "%s\n  X Cannot read the login for %s: %v\n", hostOf(cfg.Issuer), cfg.Issuer, err)
+				fmt.Fprintf(out, "%s\n  X Cannot read the login for %s: %s\n  - Run `%s` to sign in again.\n",
+					hostOf(cfg.Issuer), cfg.Issuer, clilogin.Message(err), c.LoginHint())
 				return silent{err}
 			}
-			WriteStatus(out, s, cfg.Profile, time.Now(), c.loginHint())
+			now := time.Now()
+			WriteStatus(out, s, cfg.Profile, now, c.LoginHint())
 			if s.Location.Kind == tokenstore.KindEnv && cfg.TokenEnv != "" {
 				fmt.Fprintf(out, "  - The token comes from $%s; `%s login`, `%s logout` and the stored login are not used while it is set\n",
 					cfg.TokenEnv, c.app(), c.app())
+			}
+			if !s.Usable(now) {
+				return silent{ErrLoginNeeded}
 			}
 			return nil
 		},
@@ -308,25 +410,44 @@ type silent struct{ err error }
 func (s silent) Error() string { return s.err.Error() }
 func (s silent) Unwrap() error { return s.err }
 
+// The exit codes Execute returns; see the package documentation.
+const (
+	ExitOK          = 0
+	ExitFailure     = 1 // also: status found no usable login
+	ExitUnknown     = 2 // the token store failed (clilogin.ErrStorage): the login state is unknown
+	ExitInterrupted = 130
+)
+
 // Execute runs root with a context that SIGINT and SIGTERM cancel, prints
-// the error if any, and returns the process exit code: 0 on success, 130
-// when interrupted, 1 otherwise.
+// the error if any as clilogin.Message's sentence, and returns the process
+// exit code (see the package documentation): ExitOK on success,
+// ExitInterrupted when interrupted, ExitUnknown when the error wraps
+// clilogin.ErrStorage, ExitFailure otherwise. After the first SIGINT the
+// command winds down (a token request in flight is finished and saved); a
+// second one ends the process at once.
 func Execute(root *cobra.Command) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl+C gets the default action: exit now
+	}()
 	err := root.ExecuteContext(ctx)
 	interrupted := ctx.Err() != nil
 	stop()
 	switch {
 	case err == nil:
-		return 0
+		return ExitOK
 	case interrupted:
 		fmt.Fprintln(root.ErrOrStderr(), "Interrupted.")
-		return 130
+		return ExitInterrupted
 	}
 	var s silent
 	if !errors.As(err, &s) {
-		fmt.Fprintf(root.ErrOrStderr(), "%s: %v\n", root.Name(), err)
+		fmt.Fprintln(root.ErrOrStderr(), clilogin.Message(err))
 	}
-	return 1
+	if errors.Is(err, clilogin.ErrStorage) {
+		return ExitUnknown
+	}
+	return ExitFailure
 }

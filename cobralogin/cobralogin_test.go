@@ -2,8 +2,10 @@ package cobralogin
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,7 +55,7 @@ func TestWriteStatus(t *testing.T) {
 	s.Expiry, s.CanRefresh, s.Location = now.Add(-time.Hour), false, tokenstore.Location{Kind: tokenstore.KindKeychain}
 	b.Reset()
 	WriteStatus(&b, s, "", now, "mytool login")
-	if out := b.String(); !strings.Contains(out, "expired 1 hour ago: run `mytool login`") || strings.Contains(out, "Profile") {
+	if out := b.String(); !strings.Contains(out, "X Token expired 1 hour ago and cannot be refreshed: run `mytool login`") || strings.Contains(out, "Profile") {
 		t.Errorf("expired status:\n%s", out)
 	}
 }
@@ -87,8 +89,15 @@ func TestExecuteExitCodes(t *testing.T) {
 	root := &cobra.Command{Use: "x", SilenceErrors: true, SilenceUsage: true, RunE: func(*cobra.Command, []string) error { return errors.New("boom") }}
 	root.SetErr(&errOut)
 	root.SetArgs(nil)
-	if code := Execute(root); code != 1 || !strings.Contains(errOut.String(), "x: boom") {
-		t.Errorf("Execute = %d, stderr %q; want 1 and the error", code, errOut.String())
+	if code := Execute(root); code != 1 || errOut.String() != "Boom.\n" {
+		t.Errorf("Execute = %d, stderr %q; want 1 and the error as a sentence", code, errOut.String())
+	}
+	root.RunE = func(*cobra.Command, []string) error {
+		return fmt.Errorf("%w: %w", clilogin.ErrStorage, errors.New("tokenstore: keychain load \"k\": keychain unavailable"))
+	}
+	errOut.Reset()
+	if code := Execute(root); code != ExitUnknown || strings.Contains(errOut.String(), "tokenstore:") {
+		t.Errorf("Execute with a store failure = %d, stderr %q; want %d and no package prefixes", code, errOut.String(), ExitUnknown)
 	}
 	root.RunE = func(*cobra.Command, []string) error { return silent{errors.New("shown")} }
 	errOut.Reset()
@@ -110,7 +119,7 @@ func TestWriteStatusHints(t *testing.T) {
 		want []string
 	}{
 		{"env, expired", &clilogin.Session{Subject: "u", Issuer: "https://api.example", Expiry: now.Add(-2 * time.Hour), Location: env},
-			[]string{"(env)", "! Token expired 2 hours ago: set a fresh token in the environment variable, or unset it and run `mytool login`"}},
+			[]string{"X Logged in", "(env)", "X Token expired 2 hours ago: set a fresh token in the environment variable, or unset it and run `mytool login`"}},
 		{"env, opaque", &clilogin.Session{Issuer: "https://api.example", Location: env},
 			[]string{"account (unknown) (env)", "Token expiry: unknown", "! The token from the environment is not a JWT"}},
 		{"refreshable", &clilogin.Session{Subject: "u", Issuer: "https://api.example", Expiry: now.Add(-time.Minute), CanRefresh: true,
@@ -154,18 +163,43 @@ func TestLoginFlags(t *testing.T) {
 		var got clilogin.Config
 		Add(root, Config{Login: clilogin.Config{Issuer: "https://api.example", ClientID: "mytool", AppName: "mytool"},
 			NewClient: func(cfg clilogin.Config) (*clilogin.Client, error) { got = cfg; return nil, errors.New("stop here") }})
-		if _, errOut, code := run(root, "login", "--no-browser"); code != 1 || !got.NoBrowser || !strings.Contains(errOut, "stop here") {
+		if _, errOut, code := run(root, "login", "--no-browser"); code != 1 || !got.NoBrowser || !strings.Contains(errOut, "Stop here.") {
 			t.Errorf("exit %d, NoBrowser %v, stderr %q", code, got.NoBrowser, errOut)
 		}
 	})
-	t.Run("timeout says what to do", func(t *testing.T) {
-		// A server that never answers: the login times out in discovery.
+	t.Run("a server that does not answer is named, not a login timeout", func(t *testing.T) {
+		// Issue 10 item 3: a socket that accepts and never replies.
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 		defer srv.Close()
+		for _, tc := range []struct {
+			name    string
+			timeout string
+			hc      *http.Client
+			waited  string
+		}{
+			{"HTTP client's timeout first", "2m", &http.Client{Timeout: 300 * time.Millisecond}, "within 300ms"},
+			{"login's --timeout first", "200ms", nil, "within "},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				root := &cobra.Command{Use: "mytool"}
+				Add(root, Config{Login: clilogin.Config{Issuer: srv.URL, ClientID: "mytool", AppName: "mytool",
+					Store: tokenstore.NewMemory(), HTTPClient: tc.hc}})
+				_, errOut, code := run(root, "login", "--timeout", tc.timeout)
+				want := "The metadata endpoint " + srv.URL + "/.well-known/oauth-authorization-server did not answer " + tc.waited
+				if code != 1 || !strings.Contains(errOut, want) || strings.Contains(errOut, "timed out") || strings.Contains(errOut, "No sign-in") {
+					t.Errorf("exit %d, stderr %q; want %q", code, errOut, want)
+				}
+			})
+		}
+	})
+	t.Run("no sign-in in time says what to do", func(t *testing.T) {
+		as := newMetadataServer(t)
 		root := &cobra.Command{Use: "mytool"}
-		Add(root, Config{Login: clilogin.Config{Issuer: srv.URL, ClientID: "mytool", AppName: "mytool", Store: tokenstore.NewMemory()}})
-		_, errOut, code := run(root, "login", "--timeout", "100ms")
-		if code != 1 || !strings.Contains(errOut, "login timed out after 100ms: run `mytool login` again") || !strings.Contains(errOut, "--no-browser") {
+		Add(root, Config{Login: clilogin.Config{Issuer: as.URL, ClientID: "mytool", AppName: "mytool", Store: tokenstore.NewMemory(),
+			OpenBrowser: func(context.Context, string) error { return nil }}})
+		_, errOut, code := run(root, "--server", as.URL, "login", "--timeout", "300ms")
+		if code != 1 || !strings.Contains(errOut, "No sign-in arrived within 300ms (--timeout). Run `mytool login --server "+as.URL+"` again") ||
+			!strings.Contains(errOut, "--no-browser") {
 			t.Errorf("exit %d, stderr %q", code, errOut)
 		}
 	})

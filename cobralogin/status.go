@@ -12,12 +12,26 @@ import (
 
 // WriteStatus writes s in the style of `gh auth status`: the server, the
 // account, the expiry in human terms, where the token is kept, and a hint
-// when something needs doing (expired, kept in a plain file, taken from the
-// environment). now is the current time; loginCmd is the
-// command that logs in again.
+// when something needs doing (expired, ended by the server, kept in a plain
+// file, taken from the environment). A line starts with "✓" for a usable
+// login, "X" for one that needs a new sign-in, "!" for a warning and "-"
+// for a fact. now is the current time; loginCmd is the command that logs in
+// again.
 func WriteStatus(w io.Writer, s *clilogin.Session, profile string, now time.Time, loginCmd string) {
 	fmt.Fprintf(w, "%s\n", hostOf(s.Issuer))
-	fmt.Fprintf(w, "  ✓ Logged in to %s account %s (%s)\n", s.Issuer, account(s), where(s.Location))
+	if e := s.Ended; e != nil {
+		fmt.Fprintf(w, "  X The login of %s to %s has ended: %s\n", account(s), s.Issuer, e.Explain())
+		if profile != "" {
+			fmt.Fprintf(w, "  - Profile: %s\n", profile)
+		}
+		fmt.Fprintf(w, "  - Run `%s` to sign in again.\n", loginCmd)
+		return
+	}
+	mark := "✓"
+	if !s.Usable(now) {
+		mark = "X"
+	}
+	fmt.Fprintf(w, "  %s Logged in to %s account %s (%s)\n", mark, s.Issuer, account(s), where(s.Location))
 	if profile != "" {
 		fmt.Fprintf(w, "  - Profile: %s\n", profile)
 	}
@@ -26,17 +40,17 @@ func WriteStatus(w io.Writer, s *clilogin.Session, profile string, now time.Time
 	case s.Expiry.IsZero():
 		fmt.Fprintf(w, "  - Token expiry: unknown\n")
 	case left <= 0 && s.Location.Kind == tokenstore.KindEnv:
-		fmt.Fprintf(w, "  ! Token expired %s ago: set a fresh token in the environment variable, or unset it and run `%s`\n", Human(-left), loginCmd)
+		fmt.Fprintf(w, "  X Token expired %s ago: set a fresh token in the environment variable, or unset it and run `%s`\n", Human(-left), loginCmd)
 	case left <= 0 && s.CanRefresh:
 		fmt.Fprintf(w, "  - Token expired %s ago; it will be refreshed on next use\n", Human(-left))
 	case left <= 0:
-		fmt.Fprintf(w, "  ! Token expired %s ago: run `%s`\n", Human(-left), loginCmd)
+		fmt.Fprintf(w, "  X Token expired %s ago and cannot be refreshed: run `%s`\n", Human(-left), loginCmd)
 	default:
 		fmt.Fprintf(w, "  - Token expires in %s (%s)\n", Human(left), s.Expiry.UTC().Format("2006-01-02 15:04 MST"))
 	}
 	switch s.Location.Kind {
 	case tokenstore.KindFile:
-		fmt.Fprintf(w, "  ! The token is in a plain file (mode 0600) because no OS keychain was available\n")
+		fmt.Fprintf(w, "  ! %s\n", fileLine(s.Location))
 	case tokenstore.KindEnv:
 		if s.Subject == "" {
 			fmt.Fprintf(w, "  ! The token from the environment is not a JWT this CLI can read; it is used as is\n")
