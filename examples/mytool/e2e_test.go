@@ -192,6 +192,7 @@ func browserLogin(t *testing.T, m *mytoolEnv, email, button string) (stderr stri
 	bctx := testenv.Browser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	_ = os.Remove(m.urlFile) // a URL an earlier login asked to open is not this one's
 	cmd := m.command(ctx, "login", "--timeout", "50s")
 	var errBuf testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &errBuf
@@ -372,12 +373,25 @@ func TestBrowserLoginEndToEnd(t *testing.T) {
 		t.Errorf("api /api/me exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
+	// MYTOOL_TOKEN as `$(cat file)` leaves it: trimmed (issue 10 item 5).
+	env := m.with("MYTOOL_TOKEN=" + tok + "\n")
+	if out, errOut, code := env.run(t, "api", "/api/me"); code != 0 || !strings.Contains(out, "ada@example.com") {
+		t.Errorf("api with MYTOOL_TOKEN ending in a newline: exit %d, %q, %q", code, out, errOut)
+	}
+	if out, _, code := env.run(t, "token"); code != 0 || out != tok+"\n" {
+		t.Errorf("token with MYTOOL_TOKEN ending in a newline printed %q", out)
+	}
+	if out, _, code := m.with("MYTOOL_TOKEN=   ").run(t, "status"); code != 0 || !strings.Contains(out, "(keychain)") {
+		t.Errorf("status with a blank MYTOOL_TOKEN: exit %d, want the stored login:\n%s", code, out)
+	}
+
 	_, errOut, code = m.run(t, "logout")
 	if code != 0 {
 		t.Fatalf("logout exit %d: %s", code, errOut)
 	}
-	if _, _, code := m.run(t, "status"); code != 1 {
-		t.Errorf("status after logout exit %d; want 1", code)
+	// The hint carries the --server the user gave (issue 14 item 2).
+	if out, _, code := m.run(t, "status"); code != 1 || !strings.Contains(out, "Run `mytool login --server "+be.URL+"` to sign in.") {
+		t.Errorf("status after logout exit %d; want 1 and the hint with --server:\n%s", code, out)
 	}
 	if got := keychainItems(t, be.URL); got != before {
 		t.Errorf("keychain items after logout = %d; want %d", got, before)

@@ -24,15 +24,17 @@ func TestLoginInterrupted(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		args    []string
+		env     []string
 		waiting string // what login prints once it waits
 	}{
-		{"browser", []string{"login"}, "Waiting for you to sign in in the browser…"},
-		{"paste mode", []string{"login", "--no-browser"}, "Paste the URL your browser ended on: "},
+		// A desktop session: the browser opens and no paste prompt is shown.
+		{"browser", []string{"login"}, []string{"DISPLAY=:0", "SSH_CONNECTION=", "SSH_TTY="}, "Waiting for you to sign in in the browser…"},
+		{"paste mode", []string{"login", "--no-browser"}, nil, "Paste the URL your browser ended on: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMytool(t, be.URL)
 			configHome := t.TempDir()
-			m.extra = append(m.extra, "XDG_CONFIG_HOME="+configHome)
+			m.extra = append(append(m.extra, "XDG_CONFIG_HOME="+configHome), tc.env...)
 			before := keychainItems(t, be.URL)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,15 +63,15 @@ func apiCommand(cmds *cobralogin.Commands) *cobra.Command {
 			}
 			path := args[0]
 			if !strings.HasPrefix(path, "/") {
-				return fmt.Errorf("api: PATH must start with /, got %q", path)
+				return fmt.Errorf("PATH must start with /, got %q", path)
 			}
 			base, err := url.Parse(cmds.ClientConfig().Issuer)
 			if err != nil {
-				return fmt.Errorf("api: bad server URL: %w", err)
+				return fmt.Errorf("the server URL is not valid: %w", err)
 			}
 			ref, err := url.Parse(path)
 			if err != nil || ref.IsAbs() || ref.Host != "" {
-				return fmt.Errorf("api: PATH must be a path on the server, got %q", path)
+				return fmt.Errorf("PATH must be a path on the server, got %q", path)
 			}
 			u := base.ResolveReference(ref)
 			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u.String(), nil)
@@ -79,14 +80,18 @@ func apiCommand(cmds *cobralogin.Commands) *cobra.Command {
 			}
 			resp, err := client.HTTPClient(cmd.Context()).Do(req)
 			if err != nil {
-				return fmt.Errorf("api: %w", err)
+				var ue *url.Error // net/http's "Get URL: …" wrapper: keep what clilogin said
+				if errors.As(err, &ue) {
+					err = ue.Err
+				}
+				return err
 			}
 			defer resp.Body.Close()
 			if _, err := io.Copy(cmd.OutOrStdout(), resp.Body); err != nil {
-				return fmt.Errorf("api: reading the response: %w", err)
+				return fmt.Errorf("reading the answer to GET %s: %w", u, err)
 			}
 			if resp.StatusCode >= 300 {
-				return fmt.Errorf("api: GET %s: %s", path, resp.Status)
+				return fmt.Errorf("GET %s answered %s", u, resp.Status)
 			}
 			return nil
 		},

@@ -91,18 +91,19 @@ func TestRefreshEndToEnd(t *testing.T) {
 	if code != 0 || t3 != t2 {
 		t.Fatalf("with the backend down, a still-valid token: exit %d, same token=%v, stderr:\n%s", code, t3 == t2, errOut)
 	}
-	if !strings.Contains(errOut, "could not refresh") {
-		t.Errorf("the failed refresh was not reported on stderr:\n%s", errOut)
+	if !strings.Contains(errOut, "could not refresh") || !strings.Contains(errOut, "Cannot reach the token endpoint "+be.URL+"/oauth/token") {
+		t.Errorf("the failed refresh was not reported on stderr, naming the endpoint:\n%s", errOut)
 	}
 
-	// Expired and not refreshable: a clear message naming the command.
+	// Expired, and the backend down: the message names the endpoint that
+	// did not answer and keeps the login (a new login needs the server too).
 	sleepUntil(exp2)
 	out, errOut, code := token()
 	if code == 0 || out != "" {
 		t.Fatalf("expired token, backend down: exit %d, printed %q", code, out)
 	}
-	if !strings.Contains(errOut, "mytool login") {
-		t.Errorf("the error does not tell the user to run `mytool login`:\n%s", errOut)
+	if !strings.Contains(errOut, "Cannot reach the token endpoint "+be.URL+"/oauth/token") || !strings.Contains(errOut, "login is kept") {
+		t.Errorf("the error does not name the token endpoint:\n%s", errOut)
 	}
 	if strings.Contains(errOut, t2) {
 		t.Error("the error message contains the token")
@@ -111,7 +112,8 @@ func TestRefreshEndToEnd(t *testing.T) {
 	// Logout with the backend down still removes the token, and says the
 	// server could not be told.
 	_, errOut, code = m.run(t, "logout")
-	if code != 0 || !strings.Contains(errOut, "on this machine") || !strings.Contains(errOut, "Could not revoke") {
+	if code != 0 || !strings.Contains(errOut, "on this machine") || !strings.Contains(errOut, "could not revoke") ||
+		!strings.Contains(errOut, be.URL+"/oauth/revoke") {
 		t.Errorf("logout with the backend down: exit %d, stderr:\n%s", code, errOut)
 	}
 	if got := keychainItems(t, be.URL); got != 0 {
