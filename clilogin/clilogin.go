@@ -372,7 +372,9 @@ func (s *Session) Usable(now time.Time) bool {
 
 // LoginEnd says when and why the server ended a login.
 type LoginEnd struct {
-	At     time.Time
+	// At is when this client learnt it (the refused refresh).
+	At time.Time
+	// Reason classifies why (EndExpired, EndRevoked, EndReused, EndRefused).
 	Reason EndReason
 	// Description is the server's error_description, sanitized; may be
 	// empty.

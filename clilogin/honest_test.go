@@ -1,6 +1,6 @@
 package clilogin
 
-// Issue 10: honest state and honest errors at login.
+// honest state and honest errors at login.
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 // TestLoginPromptsWhenBrowserFails: over SSH with a $BROWSER that fails, or
 // on a desktop whose opener fails, the paste prompt is offered and a
-// pasted URL completes the login (issue 10 item 7).
+// pasted URL completes the login.
 func TestLoginPromptsWhenBrowserFails(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -46,7 +46,7 @@ func TestLoginPromptsWhenBrowserFails(t *testing.T) {
 
 // TestLoginTLSAtListener: a browser that upgraded the loopback URL to https
 // sends a TLS handshake to the plain-HTTP listener; the terminal says so in
-// one line and suggests --no-browser (issue 10 item 6).
+// one line and suggests --no-browser.
 func TestLoginTLSAtListener(t *testing.T) {
 	h := newHarness(t)
 	h.cfg.LoginCommand = "mytool login --server " + h.as.Issuer
@@ -78,7 +78,7 @@ func TestLoginTLSAtListener(t *testing.T) {
 
 // TestNewRefusesUnusableListenAddrs: loopback addresses other than
 // 127.0.0.1 and [::1] are refused at New, since servers refuse them as
-// redirect URIs and the login would wait for nothing (issue 10 item 8).
+// redirect URIs and the login would wait for nothing.
 func TestNewRefusesUnusableListenAddrs(t *testing.T) {
 	for _, a := range []string{"127.0.0.2:0", "127.1.2.3:8400", "[::ffff:127.0.0.2]:0", "localhost:0"} {
 		_, err := New(Config{Issuer: "https://auth.example", ClientID: "c", AppName: "a", ListenAddrs: []string{a}})
@@ -94,7 +94,7 @@ func TestNewRefusesUnusableListenAddrs(t *testing.T) {
 }
 
 // TestTokenEnvTrimmed: the TokenEnv value is trimmed; white space alone
-// counts as unset (issue 10 item 5).
+// counts as unset.
 func TestTokenEnvTrimmed(t *testing.T) {
 	h := newHarness(t)
 	h.cfg.TokenEnv = "MYTOOL_TEST_TOKEN"

@@ -189,7 +189,7 @@ func TestPasteWrongThenRight(t *testing.T) {
 }
 
 // TestPasteAcceptsEveryForm: the forms browsers show for the callback
-// (issue 10 item 6) complete the login when they carry this login's state:
+// complete the login when they carry this login's state:
 // https (Safari upgrades loopback URLs it once saw over https), hosts
 // localhost and [::1], another port or path, and the bare query.
 func TestPasteAcceptsEveryForm(t *testing.T) {

@@ -1,6 +1,6 @@
 package clilogin
 
-// Issue 9: a refresh the server answered is never lost, and a login the
+// a refresh the server answered is never lost, and a login the
 // server ended is marked so and never refreshed again.
 
 import (

@@ -168,7 +168,7 @@ func TestLoginFlags(t *testing.T) {
 		}
 	})
 	t.Run("a server that does not answer is named, not a login timeout", func(t *testing.T) {
-		// Issue 10 item 3: a socket that accepts and never replies.
+		// A socket that accepts and never replies.
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 		defer srv.Close()
 		for _, tc := range []struct {

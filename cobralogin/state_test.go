@@ -68,7 +68,7 @@ func (brokenStore) Delete(context.Context, string) error         { return errUnr
 
 // TestStatusExitCodes: status exits 0 only with a usable login, 1 when not
 // logged in or a new login is needed, 2 when the store cannot tell; and
-// says which, in words (issue 10 item 4, issue 9 item 3).
+// says which, in words.
 func TestStatusExitCodes(t *testing.T) {
 	now := time.Now()
 	base := tokenstore.Record{AccessToken: "a", Issuer: testIssuer, ClientID: "mytool", TokenEndpoint: testIssuer + "/token",
@@ -131,8 +131,8 @@ func TestStatusExitCodes(t *testing.T) {
 
 // TestHintsCarryServer: the command a message tells the user to run keeps
 // the --server (and --profile) they gave, in the form they gave it, so
-// following it signs in to the same server (issue 14 item 2). Messages are
-// sentences without package prefixes (issue 14 item 12).
+// following it signs in to the same server. Messages are
+// sentences without package prefixes.
 func TestHintsCarryServer(t *testing.T) {
 	const server = "http://127.0.0.1:9999"
 	for _, tc := range []struct {

@@ -52,15 +52,18 @@ const RecordVersion = 2
 // the rotated refresh token that came with it is never lost. The next use
 // verifies it and moves it into the Record.
 type Pending struct {
+	// AccessToken is the token as the token endpoint returned it.
 	AccessToken Secret
 	TokenType   string    // "Bearer" when empty
 	Expiry      time.Time // from the response's expires_in; zero when unknown. A JWT's own "exp" replaces it.
-	ReceivedAt  time.Time
+	// ReceivedAt is when the answer arrived.
+	ReceivedAt time.Time
 }
 
 // Ended records that the server refused the login's refresh token
 // (RFC 6749 invalid_grant at refresh): the login needs a new sign-in.
 type Ended struct {
+	// At is when the refusal arrived.
 	At time.Time
 	// Reason is the CLI library's classification: "expired", "revoked",
 	// "reused" or "refused" (no more specific cause known).

@@ -373,7 +373,7 @@ func TestBrowserLoginEndToEnd(t *testing.T) {
 		t.Errorf("api /api/me exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
-	// MYTOOL_TOKEN as `$(cat file)` leaves it: trimmed (issue 10 item 5).
+	// MYTOOL_TOKEN as `$(cat file)` leaves it: trimmed.
 	env := m.with("MYTOOL_TOKEN=" + tok + "\n")
 	if out, errOut, code := env.run(t, "api", "/api/me"); code != 0 || !strings.Contains(out, "ada@example.com") {
 		t.Errorf("api with MYTOOL_TOKEN ending in a newline: exit %d, %q, %q", code, out, errOut)
@@ -389,7 +389,7 @@ func TestBrowserLoginEndToEnd(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("logout exit %d: %s", code, errOut)
 	}
-	// The hint carries the --server the user gave (issue 14 item 2).
+	// The hint carries the --server the user gave.
 	if out, _, code := m.run(t, "status"); code != 1 || !strings.Contains(out, "Run `mytool login --server "+be.URL+"` to sign in.") {
 		t.Errorf("status after logout exit %d; want 1 and the hint with --server:\n%s", code, out)
 	}

@@ -1,6 +1,6 @@
 package main
 
-// Issue 9 end to end: real examples/backend and real mytool processes, with
+// End to end: real examples/backend and real mytool processes, with
 // a fault-injecting proxy between them. A refresh the server answered is
 // never lost, and a login the server ended is marked so and never refreshed
 // again.
@@ -87,7 +87,7 @@ func noReuse(t *testing.T, be *backendProc) {
 	}
 }
 
-// TestRefreshSurvivesKeysOutage (issue 9, input 1): the JWKS answers 503
+// TestRefreshSurvivesKeysOutage: the JWKS answers 503
 // once right after the backend rotated the refresh token. The run that
 // refreshed keeps the new refresh token; the next run verifies and uses the
 // new access token, and the spent refresh token is never presented again.
@@ -128,7 +128,7 @@ func TestRefreshSurvivesKeysOutage(t *testing.T) {
 	noReuse(t, be)
 }
 
-// TestRefreshSurvivesInterrupt (issue 9, input 2): Ctrl+C to `mytool token`
+// TestRefreshSurvivesInterrupt: Ctrl+C to `mytool token`
 // after the backend rotated but before its answer arrived (held 2 s by the
 // proxy): mytool exits 130, and the next run works with the rotated token.
 func TestRefreshSurvivesInterrupt(t *testing.T) {
@@ -175,7 +175,7 @@ func TestRefreshSurvivesInterrupt(t *testing.T) {
 	noReuse(t, be)
 }
 
-// TestRefreshDroppedAnswer (issue 9, input 2): the connection drops after
+// TestRefreshDroppedAnswer: the connection drops after
 // the backend committed a rotation, so the answer never arrives. No client
 // can know the new token; the client must present the old one once more
 // (which the backend's grace period honours) and, if it is refused, end
@@ -221,7 +221,7 @@ func TestRefreshDroppedAnswer(t *testing.T) {
 	}
 }
 
-// TestExpiresInForms (issue 9, input 5): expires_in values real servers
+// TestExpiresInForms: expires_in values real servers
 // send cost neither the login nor a refresh. (clilogin's unit tests run
 // every form; two of them here, end to end.)
 func TestExpiresInForms(t *testing.T) {
@@ -248,7 +248,7 @@ func TestExpiresInForms(t *testing.T) {
 	}
 }
 
-// TestRevokedLoginConcurrentProcesses (issue 9, input 3): the login was
+// TestRevokedLoginConcurrentProcesses: the login was
 // revoked at the server; 20 `mytool token` processes at a refresh moment
 // present the spent refresh token once between them, all say the login
 // ended with the command to run, and status exits 1.
@@ -289,7 +289,7 @@ func TestRevokedLoginConcurrentProcesses(t *testing.T) {
 	}
 }
 
-// TestSecondLoginRevokesFirst (issue 9, input 4): login, login, logout: the
+// TestSecondLoginRevokesFirst: login, login, logout: the
 // first login's refresh token no longer works at the server.
 func TestSecondLoginRevokesFirst(t *testing.T) {
 	testenv.RequireKeychain(t)

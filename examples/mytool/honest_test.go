@@ -1,8 +1,8 @@
 package main
 
-// Issue 10 end to end: storage failures are a state of their own, no D-Bus
+// End to end: storage failures are a state of their own, no D-Bus
 // daemon is ever started, and a headless session with a failing $BROWSER
-// still gets the paste prompt. Issue 14 item 3: the file fallback is one
+// still gets the paste prompt. The file fallback is one
 // line at login and in status, never on a token refresh.
 
 import (
@@ -24,7 +24,7 @@ func (m *mytoolEnv) with(env ...string) *mytoolEnv {
 	return &cp
 }
 
-// TestKeychainUnreachable (issue 10, input 1): with the keychain that
+// TestKeychainUnreachable: with the keychain that
 // holds the login unreachable, status and token say they cannot tell (exit
 // 2), not "not logged in", and logout does not claim success.
 func TestKeychainUnreachable(t *testing.T) {
@@ -52,7 +52,7 @@ func TestKeychainUnreachable(t *testing.T) {
 	}
 }
 
-// TestKeychainPaused (issue 10, input 1): with the keyring daemon paused, a
+// TestKeychainPaused: with the keyring daemon paused, a
 // second login falls back to a file and says why; logout removes the file
 // but says the keychain's login may remain (exit 2) instead of "Logged
 // out"; once the daemon resumes, status shows that login and logout ends
@@ -110,7 +110,7 @@ func noBusEnv(t *testing.T) ([]string, string) {
 		"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}, marker
 }
 
-// TestNoDBusLaunched (issue 10, input 2): without a session bus, status
+// TestNoDBusLaunched: without a session bus, status
 // and token never start one.
 func TestNoDBusLaunched(t *testing.T) {
 	env, marker := noBusEnv(t)
@@ -126,7 +126,7 @@ func TestNoDBusLaunched(t *testing.T) {
 	}
 }
 
-// TestFileFallbackOneLine (issue 14, item 3): on a box without a keychain,
+// TestFileFallbackOneLine: on a box without a keychain,
 // the plain-file fallback is one clear line at login and in status, and
 // nothing at all when `token` refreshes.
 func TestFileFallbackOneLine(t *testing.T) {
@@ -153,7 +153,7 @@ func TestFileFallbackOneLine(t *testing.T) {
 	}
 }
 
-// TestSSHFailingBrowserOffersPaste (issue 10, input 7): over SSH with a
+// TestSSHFailingBrowserOffersPaste: over SSH with a
 // $BROWSER that fails, login offers the paste prompt.
 func TestSSHFailingBrowserOffersPaste(t *testing.T) {
 	be := startBackend(t)

@@ -21,7 +21,7 @@ import (
 
 // faultProxy sits between mytool (and the browser) and a real
 // examples/backend, whose issuer is the proxy's URL, and injects the faults
-// of issue 9 into the token and JWKS traffic: a JWKS that answers 503 once
+// of a flaky network into the token and JWKS traffic: a JWKS that answers 503 once
 // right after a refresh rotated the token, a refresh answer held back or
 // dropped after the backend committed it, expires_in values the client
 // must survive. It records every refresh token presented.

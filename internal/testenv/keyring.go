@@ -99,8 +99,10 @@ func StartKeyring(t testing.TB) *Keyring {
 	if err := kr.Start(); err != nil {
 		t.Fatalf("start gnome-keyring-daemon: %v", err)
 	}
-	t.Cleanup(func() { _ = kr.Process.Kill(); _ = kr.Wait() }) // SIGKILL ends a paused daemon too
-	conn, err := dbus.Connect(addr) // a private connection, not godbus's shared one
+	// SIGKILL ends a paused daemon too.
+	t.Cleanup(func() { _ = kr.Process.Kill(); _ = kr.Wait() })
+	// A private connection, not godbus's shared one.
+	conn, err := dbus.Connect(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
