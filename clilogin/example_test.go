@@ -209,3 +209,42 @@ func ExampleClient_TokenSource() {
 	fmt.Println(tok.AccessToken)
 	// Output: example-token
 }
+
+// What a CLI prints when a call fails: Message's sentence, not the error
+// chain a developer logs.
+func ExampleMessage() {
+	err := fmt.Errorf("refresh: %w", &clilogin.UnreachableError{
+		Endpoint: "token endpoint", URL: "https://auth.example.com/oauth/token", Waited: 30 * time.Second, Timeout: true,
+	})
+	fmt.Println(err)
+	fmt.Println(clilogin.Message(err))
+	fmt.Println(errors.Is(err, clilogin.ErrServerUnreachable))
+	// Output:
+	// refresh: clilogin: the token endpoint https://auth.example.com/oauth/token did not answer within 30s
+	// The token endpoint https://auth.example.com/oauth/token did not answer within 30s. Check that the server is up and reachable, then try again.
+	// true
+}
+
+// A status command decides its exit code with Usable: a login that ended
+// at the server, or an expired token that cannot be refreshed, needs a new
+// sign-in.
+func ExampleSession_Usable() {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, s := range []*clilogin.Session{
+		{Account: "ada@example.com", Expiry: now.Add(time.Hour)},
+		{Account: "ada@example.com", Expiry: now.Add(-time.Hour), CanRefresh: true},
+		{Account: "ada@example.com", Expiry: now.Add(-time.Hour)},
+		{Account: "ada@example.com", Ended: &clilogin.LoginEnd{At: now, Reason: clilogin.EndRevoked}},
+	} {
+		why := ""
+		if s.Ended != nil {
+			why = " (" + s.Ended.Explain() + ")"
+		}
+		fmt.Printf("usable=%v%s\n", s.Usable(now), why)
+	}
+	// Output:
+	// usable=true
+	// usable=true
+	// usable=false
+	// usable=false (the server revoked it.)
+}

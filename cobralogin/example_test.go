@@ -26,3 +26,16 @@ func ExampleAdd() {
 	// status  Show who is signed in, until when, and where the token is kept
 	// token   Print a valid access token, refreshing it first when needed
 }
+
+// The command messages tell the user to run keeps the server and profile
+// they chose, in the form they chose it.
+func ExampleCommands_LoginHint() {
+	root := &cobra.Command{Use: "mytool"}
+	cmds := cobralogin.Add(root, cobralogin.Config{Login: clilogin.Config{
+		Issuer: "https://api.example.com", ClientID: "mytool", AppName: "mytool",
+	}})
+	_ = root.ParseFlags([]string{"--server", "https://staging.example.com", "--profile", "work"})
+	fmt.Println(cmds.LoginHint())
+	// Output:
+	// mytool login --server https://staging.example.com --profile work
+}
