@@ -79,9 +79,9 @@ type authServer struct {
 	// Fault knobs for the refresh tests.
 	RefreshAttempts atomic.Int32 // every refresh_token grant, refused ones too
 	JWKSFail        atomic.Int32 // this many next JWKS requests get 503
-	// RefreshDelay, when set, is how long a refresh's answer is held back
-	// after the rotation was committed.
-	RefreshDelay time.Duration
+	// RefreshDelay, when set, is how long (in nanoseconds) a refresh's
+	// answer is held back after the rotation was committed.
+	RefreshDelay atomic.Int64
 	// ExpiresIn, when set, is sent as expires_in instead of the lifetime in
 	// seconds; OmitExpiresIn leaves it out.
 	ExpiresIn     any
@@ -264,8 +264,8 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 	if a.OmitExpiresIn {
 		delete(resp, "expires_in")
 	}
-	if r.PostForm.Get("grant_type") == "refresh_token" && a.RefreshDelay > 0 {
-		time.Sleep(a.RefreshDelay) // the rotation is committed; the answer is late
+	if d := time.Duration(a.RefreshDelay.Load()); r.PostForm.Get("grant_type") == "refresh_token" && d > 0 {
+		time.Sleep(d) // the rotation is committed; the answer is late
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

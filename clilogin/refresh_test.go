@@ -161,7 +161,7 @@ func TestParseExpiresIn(t *testing.T) {
 func TestRefreshCanceledWhileAnswerInFlight(t *testing.T) {
 	h := newHarness(t)
 	first := h.login()
-	h.as.RefreshDelay = 1500 * time.Millisecond
+	h.as.RefreshDelay.Store(int64(1500 * time.Millisecond))
 	h.clock.Add(50 * time.Minute)
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {
@@ -178,7 +178,7 @@ func TestRefreshCanceledWhileAnswerInFlight(t *testing.T) {
 	if stored.RefreshToken == first.RefreshToken || !h.as.RefreshTokenValid(stored.RefreshToken.Reveal()) {
 		t.Fatal("the answer that arrived after Ctrl+C was not stored: the login is lost")
 	}
-	h.as.RefreshDelay = 0
+	h.as.RefreshDelay.Store(0)
 	if tok, err := h.client().Token(t.Context()); err != nil || tok.AccessToken != stored.Pending.AccessToken.Reveal() {
 		t.Fatalf("next Token: %v", err)
 	}
@@ -263,7 +263,7 @@ func TestRefreshLostAnswerThenRefusedIsReuse(t *testing.T) {
 	h.as.RefreshRefusal = "the refresh token is invalid, expired, revoked or was issued to another client"
 	h.login()
 	h.clock.Add(50 * time.Minute)
-	h.as.RefreshDelay = 3 * time.Second
+	h.as.RefreshDelay.Store(int64(3 * time.Second))
 	h.cfg.HTTPClient = newTimeoutClient(500 * time.Millisecond)
 	if _, err := h.client().Token(t.Context()); err != nil {
 		t.Fatalf("Token with the old token still valid: %v", err)
@@ -271,7 +271,7 @@ func TestRefreshLostAnswerThenRefusedIsReuse(t *testing.T) {
 	if h.stored().LostRefreshAt.IsZero() {
 		t.Fatal("the refresh that got no answer was not recorded")
 	}
-	h.as.RefreshDelay = 0
+	h.as.RefreshDelay.Store(0)
 	h.cfg.HTTPClient = nil
 	_, err := h.client().Token(t.Context())
 	if !errors.Is(err, ErrLoginEnded) {
