@@ -23,8 +23,10 @@ const SessionTokenField = "clerk_session_token"
 //
 // On GET it writes a page that loads Clerk's browser SDK (with
 // data-clerk-proxy-url and data-clerk-domain when configured, and
-// Clerk.load({isSatellite, signInUrl, signUpUrl})). Then, as clerk-js tells
-// the states apart:
+// Clerk.load({isSatellite, signInUrl, signUpUrl})). When load() returns
+// with Clerk.loaded false, clerk-js is taking the browser elsewhere (a
+// signed-out satellite syncs with the primary domain first) and the page
+// waits. Then, as clerk-js tells the states apart:
 //
 //   - signed out (no Clerk.session): Clerk.redirectToSignIn, back to the
 //     same URL;
@@ -223,8 +225,6 @@ var signInPage = template.Must(template.New("clerk-signin").Parse(`<!doctype htm
 <script nonce="{{.Nonce}}">
 window.addEventListener("load", async function () {
   var status = document.getElementById("status");
-  var back = location.href;
-  var redirect = {redirectUrl: back, signInForceRedirectUrl: back, signUpForceRedirectUrl: back};
   // Leave for Clerk at most once a minute per step; coming back in the same
   // state means it did not stick.
   function once(step, message) {
@@ -236,6 +236,19 @@ window.addEventListener("load", async function () {
   try {
     if (!window.Clerk) throw new Error("Clerk's browser SDK did not load");
     await Clerk.load({{.LoadOptions}});
+    if (!Clerk.loaded) {
+      // clerk-js is taking the browser elsewhere (a satellite syncing its
+      // session with the primary domain) and comes back here.
+      status.textContent = "Connecting to your Clerk session…";
+      setTimeout(function () {
+        status.textContent = "Sign-in with Clerk failed: Clerk's browser SDK did not finish loading";
+      }, 20000);
+      return;
+    }
+    // Read after load(): clerk-js has removed its own query parameters
+    // (__clerk_synced, __clerk_db_jwt), which must not come back here.
+    var back = location.href;
+    var redirect = {redirectUrl: back, signInForceRedirectUrl: back, signUpForceRedirectUrl: back};
     if (!Clerk.session) {
       once("signin", "still signed out after signing in with Clerk (are cookies blocked?)");
       status.textContent = "Redirecting to sign-in…";

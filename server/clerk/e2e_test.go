@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -431,28 +432,80 @@ func TestEndToEndPendingTask(t *testing.T) {
 	}
 }
 
+// satelliteBackend is a backend on a satellite domain of a development
+// instance, whose primary domain signs in at the fake's hosted sign-in page.
+func satelliteBackend(t *testing.T) *backend {
+	t.Helper()
+	return newBackend(t, backendOpts{config: func(c *clerk.Config) {
+		u, _ := url.Parse(c.Issuer)
+		c.IsSatellite, c.Domain = true, u.Host
+		c.SignInURL = strings.TrimSuffix(c.APIURL, "/v1") + "/sign-in"
+	}})
+}
+
+// signInVisits returns the fake's hosted sign-in page requests: "sync" for
+// a satellite syncing with the primary domain (__clerk_satellite_url),
+// "sign-in" for a sign-in (redirect_url).
+func signInVisits(f *clerktest.Fake) []string {
+	var out []string
+	for _, r := range f.Requests() {
+		switch r {
+		case "GET /sign-in?__clerk_satellite_url":
+			out = append(out, "sync")
+		case "GET /sign-in?redirect_url":
+			out = append(out, "sign-in")
+		}
+	}
+	return out
+}
+
 // TestEndToEndSatellite: on a satellite domain, clerk-js is loaded as a
-// satellite (isSatellite, its domain, the primary's signInUrl) and a
-// signed-out user is sent to the primary domain's sign-in page, with the
-// satellite page as redirect_url.
+// satellite (isSatellite, its domain, the primary's signInUrl). A signed-out
+// satellite first syncs with the primary domain (clerk-js leaves the page
+// during load(), which returns with Clerk.loaded false: the page must not
+// start a navigation of its own), then goes to the primary's sign-in with
+// the satellite page as redirect_url — without clerk-js's __clerk_synced
+// mark, which would skip the sync after sign-in — and, signed in, syncs
+// again and reaches consent.
 func TestEndToEndSatellite(t *testing.T) {
 	tab := testenv.Browser(t)
-	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "primary sign-in")
-	}))
-	t.Cleanup(primary.Close)
-	var domain string
-	b := newBackend(t, backendOpts{config: func(c *clerk.Config) {
-		u, _ := url.Parse(c.Issuer)
-		domain = u.Host
-		c.IsSatellite, c.Domain, c.SignInURL = true, domain, primary.URL+"/sign-in"
-	}})
+	b := satelliteBackend(t)
 	l := b.newLogin(t)
-	browserStep(t, tab, "signed-out satellite", chromedp.Navigate(l.authURL), chromedp.WaitVisible(`//body[contains(., "primary sign-in")]`))
+	browserStep(t, tab, "signed-out satellite", chromedp.Navigate(l.authURL), chromedp.WaitVisible(chromedp.CSS(`input[name=email]`)))
 	loc, _ := current(t, tab)
 	u, err := url.Parse(loc)
-	if err != nil || !strings.HasPrefix(loc, primary.URL+"/sign-in?") || !strings.HasPrefix(u.Query().Get("redirect_url"), b.issuer+"/oauth/") {
-		t.Errorf("signed-out satellite went to %s, want the primary's sign-in and back", loc)
+	back := u.Query().Get("redirect_url")
+	if err != nil || !strings.HasPrefix(loc, b.fake.URL+"/sign-in?") || !strings.HasPrefix(back, b.issuer+"/oauth/") || strings.Contains(back, "__clerk_") {
+		t.Errorf("signed-out satellite went to %s, want the primary's sign-in and back to the satellite page", loc)
+	}
+	if v := signInVisits(b.fake); !slices.Equal(v, []string{"sync", "sign-in"}) {
+		t.Errorf("hosted sign-in visits %v, want a sync with the primary, then the sign-in", v)
+	}
+	signInAtClerk(t, tab, "sat@example.com")
+	tok := b.authorize(t, tab, l)
+	if code := b.apiMe(t, tok.AccessToken); code != http.StatusOK {
+		t.Errorf("/api/me with the access token: %d", code)
+	}
+	if v := signInVisits(b.fake); !slices.Equal(v, []string{"sync", "sign-in", "sync"}) {
+		t.Errorf("hosted sign-in visits %v, want sync, sign-in, sync", v)
+	}
+}
+
+// TestEndToEndSatelliteSignedInOnPrimary: the browser is signed in on the
+// primary domain. On the satellite, clerk-js syncs with the primary and
+// comes back signed in: straight to consent, with no sign-in on the way.
+func TestEndToEndSatelliteSignedInOnPrimary(t *testing.T) {
+	tab := testenv.Browser(t)
+	b := satelliteBackend(t)
+	user := signInOnApp(t, tab, b, "primary@example.com")
+	l := b.newLogin(t)
+	browserStep(t, tab, "satellite syncs and goes to consent", chromedp.Navigate(l.authURL))
+	tok := b.authorize(t, tab, l)
+	if _, claims := verifyAccessToken(t, l, tok.AccessToken); claims["sub"] != user.ID {
+		t.Errorf("access token for %v, want %s", claims["sub"], user.ID)
+	}
+	if v := signInVisits(b.fake); !slices.Equal(v, []string{"sign-in", "sync"}) {
+		t.Errorf("hosted sign-in visits %v, want the sign-in on the primary's app, then one sync", v)
 	}
 }
 

@@ -20,7 +20,16 @@
 //     getToken({template}) mints a JWT template token through the Frontend
 //     API;
 //   - redirectToSignIn goes to the satellite's signInUrl or the hosted sign-in
-//     page; redirectToTasks goes to the sign-in page's task route.
+//     page; redirectToTasks goes to the sign-in page's task route;
+//   - a satellite that is signed out (its __client_uat cookie is 0 or absent)
+//     and has not just synced (no __clerk_synced=true in its URL) syncs with
+//     the primary domain first, as clerk-js #shouldSyncWithPrimary does:
+//     load() navigates to the primary's signInUrl with __clerk_satellite_url
+//     (development) or to the Frontend API's /v1/client/sync with
+//     redirect_url (production), and returns with Clerk.loaded still false;
+//   - once loaded, __client_uat records whether the browser is signed in and
+//     __clerk_synced is removed from the URL (clerk-js
+//     #clearClerkQueryParams).
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -94,6 +103,20 @@
     return o.redirectUrl || o.signInForceRedirectUrl || o.signInFallbackRedirectUrl || window.location.href;
   }
 
+  function clientUat() {
+    var m = /(?:^|;\s*)__client_uat=(\d+)/.exec(document.cookie);
+    return m ? Number(m[1]) : 0;
+  }
+
+  function syncUrl() {
+    if (!production) {
+      var u = new URL(options.signInUrl);
+      u.searchParams.set("__clerk_satellite_url", window.location.href);
+      return u.href;
+    }
+    return fapi() + "/v1/client/sync?redirect_url=" + encodeURIComponent(window.location.href);
+  }
+
   window.Clerk = {
     loaded: false,
     user: null,
@@ -131,6 +154,12 @@
           throw new Error("Clerk: The signInUrl needs to be on a different origin than your satellite application.");
         }
       }
+      var params = new URLSearchParams(window.location.search);
+      if (options.isSatellite && params.get("__clerk_synced") !== "true" && clientUat() <= 0) {
+        // Not loaded: the browser is on its way to the primary domain.
+        window.location.assign(syncUrl());
+        return;
+      }
       var res = await fetch(fapi() + "/v1/client", { credentials: "include" });
       if (!res.ok) throw new Error("Clerk: failed to load the client, status " + res.status);
       var c = (await res.json()).response;
@@ -143,6 +172,13 @@
         }
         this.session = makeSession(s);
         this.user = this.session.user;
+      }
+      document.cookie = "__client_uat=" + (this.session ? Math.floor(Date.now() / 1000) : 0) + "; path=/; SameSite=Lax";
+      if (params.has("__clerk_synced")) {
+        params.delete("__clerk_synced");
+        var clean = new URL(window.location.href);
+        clean.search = params.toString();
+        window.history.replaceState(window.history.state, "", clean.href);
       }
       this.loaded = true;
     },

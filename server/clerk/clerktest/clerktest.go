@@ -18,17 +18,22 @@
 //     /.well-known/jwks.json, GET /v1/client, POST
 //     /v1/client/sessions/{id}/tokens (a session token) and POST
 //     /v1/client/sessions/{id}/tokens/{template} (a JWT template token minted
-//     by the browser), with a "__client" cookie and credentialed CORS; a
-//     sign-in page at /sign-in (an e-mail field and a "Sign in" button) that
-//     signs the browser in, shows the session's pending tasks (a "Continue"
-//     button) and returns to redirect_url.
+//     by the browser), with a "__client" cookie and credentialed CORS, and
+//     GET /v1/client/sync (a production satellite's sync with the primary
+//     domain: back to redirect_url with __clerk_synced=true); a sign-in page
+//     at /sign-in (an e-mail field and a "Sign in" button) that signs the
+//     browser in, shows the session's pending tasks (a "Continue" button)
+//     and returns to redirect_url, or, as a development instance's primary
+//     domain, sends a satellite that came to sync (__clerk_satellite_url)
+//     back with __clerk_synced=true.
 //   - a stand-in for the browser SDK at the path Clerk serves clerk-js v6
 //     from (ClerkJSPath), exposing what keyloop's page uses: Clerk.load(),
-//     Clerk.user, Clerk.session (status, currentTask, getToken with
-//     skipCache and template), Clerk.isSignedIn, Clerk.redirectToSignIn and
-//     Clerk.redirectToTasks, honouring data-clerk-proxy-url,
+//     Clerk.loaded, Clerk.user, Clerk.session (status, currentTask, getToken
+//     with skipCache and template), Clerk.isSignedIn, Clerk.redirectToSignIn
+//     and Clerk.redirectToTasks, honouring data-clerk-proxy-url,
 //     data-clerk-domain and the satellite options of load() the way clerk-js
-//     does.
+//     does: a signed-out satellite's load() leaves for the primary domain to
+//     sync and returns with Clerk.loaded false.
 //
 // What it models, and from where:
 //
@@ -330,7 +335,9 @@ func Start(opts Options) (*Fake, error) {
 func (f *Fake) Close() { f.srv.Close() }
 
 // Requests returns "METHOD PATH" of every request the fake answered, in
-// order, for tests that check which calls were made.
+// order, for tests that check which calls were made; a request with a query
+// has "?" and its parameter names (sorted, joined by "&", without values)
+// appended, e.g. "GET /sign-in?redirect_url".
 func (f *Fake) Requests() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

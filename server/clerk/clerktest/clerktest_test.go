@@ -379,3 +379,30 @@ func TestBanAndLock(t *testing.T) {
 		t.Errorf("locked user data %v", d)
 	}
 }
+
+// A satellite syncs with the primary domain: the production Frontend API's
+// /v1/client/sync and, on a development instance, the primary's sign-in page
+// with __clerk_satellite_url send the browser back with __clerk_synced=true,
+// to allowed origins only.
+func TestSatelliteSync(t *testing.T) {
+	f := clerktest.New(t, clerktest.Options{AllowedOrigins: []string{"http://127.0.0.1:8787"}})
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, path := range []string{"/v1/client/sync?redirect_url=", "/sign-in?__clerk_satellite_url="} {
+		for target, want := range map[string]string{
+			"http://127.0.0.1:8787/oauth/signin?req=1": "http://127.0.0.1:8787/oauth/signin?__clerk_synced=true&req=1",
+			"http://evil.example/steal":                "",
+		} {
+			resp, err := noRedirect.Get(f.URL + path + url.QueryEscape(target))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if loc := resp.Header.Get("Location"); (want == "" && resp.StatusCode != http.StatusBadRequest) || (want != "" && loc != want) {
+				t.Errorf("%s%s: %d, Location %q; want %q", path, target, resp.StatusCode, loc, want)
+			}
+		}
+	}
+	if r := f.Requests(); len(r) != 4 || r[0] != "GET /v1/client/sync?redirect_url" || r[3] != "GET /sign-in?__clerk_satellite_url" {
+		t.Errorf("Requests() = %v", r)
+	}
+}

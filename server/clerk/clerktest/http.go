@@ -84,6 +84,7 @@ func (f *Fake) routes() http.Handler {
 	}))
 	mux.HandleFunc("OPTIONS /v1/client/", f.frontend(f.cors(func(w http.ResponseWriter, r *http.Request) {})))
 	mux.HandleFunc("GET /v1/client", f.frontend(f.cors(f.getClient)))
+	mux.HandleFunc("GET /v1/client/sync", f.frontend(f.clientSync))
 	mux.HandleFunc("POST /v1/client/sessions/{id}/tokens", f.frontend(f.cors(f.clientToken)))
 	mux.HandleFunc("POST /v1/client/sessions/{id}/tokens/{template}", f.frontend(f.cors(f.clientTemplateToken)))
 	mux.HandleFunc("GET "+ClerkJSPath, f.frontend(func(w http.ResponseWriter, r *http.Request) {
@@ -96,8 +97,17 @@ func (f *Fake) routes() http.Handler {
 	mux.HandleFunc("POST /sign-in", f.signInSubmit)
 	mux.HandleFunc("POST /sign-in/tasks", f.taskSubmit)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entry := r.Method + " " + r.URL.Path
+		if q := r.URL.Query(); len(q) > 0 {
+			names := make([]string, 0, len(q))
+			for k := range q {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			entry += "?" + strings.Join(names, "&")
+		}
 		f.mu.Lock()
-		f.requests = append(f.requests, r.Method+" "+r.URL.Path)
+		f.requests = append(f.requests, entry)
 		f.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	})
@@ -406,10 +416,47 @@ func (f *Fake) clientSessionStatus(cid string) (task string, active bool) {
 	return task, active
 }
 
+// synced returns target with __clerk_synced=true, the mark clerk-js on a
+// satellite looks for after syncing with the primary domain.
+func synced(target string) string {
+	u, _ := url.Parse(target)
+	q := u.Query()
+	q.Set("__clerk_synced", "true")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// clientSync answers GET /v1/client/sync?redirect_url=…, where clerk-js on a
+// production satellite sends a signed-out browser to pick up the primary
+// domain's session: back to redirect_url with __clerk_synced=true.
+func (f *Fake) clientSync(w http.ResponseWriter, r *http.Request) {
+	redirect, err := f.checkRedirect(r.URL.Query().Get("redirect_url"))
+	if err != nil {
+		writeAPIError(w, &apiErrorBody{status: http.StatusBadRequest, Errors: []apiError{{
+			Message: "is invalid", LongMessage: err.Error(), Code: "form_param_value_invalid",
+		}}})
+		return
+	}
+	http.Redirect(w, r, synced(redirect), http.StatusSeeOther)
+}
+
 // signInPage is the hosted sign-in page: a signed-out browser gets the
 // e-mail form, a browser whose session is pending gets its current task, and
-// a signed-in browser goes straight back to redirect_url.
+// a signed-in browser goes straight back to redirect_url. As the primary
+// domain of a development instance, it sends a satellite that came to sync
+// (__clerk_satellite_url, clerk-js #redirectToSatellite) straight back with
+// __clerk_synced=true.
 func (f *Fake) signInPage(w http.ResponseWriter, r *http.Request) {
+	if sat := r.URL.Query().Get("__clerk_satellite_url"); sat != "" {
+		back, err := f.checkRedirect(sat)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			_ = signInPage.Execute(w, signInData{Error: "__clerk_satellite_url: " + err.Error()})
+			return
+		}
+		http.Redirect(w, r, synced(back), http.StatusSeeOther)
+		return
+	}
 	redirect, err := f.checkRedirect(r.URL.Query().Get("redirect_url"))
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
