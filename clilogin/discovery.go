@@ -27,10 +27,12 @@ type metadata struct {
 	CodeChallengeMethodsSupported []string `json:"code_challenge_methods_supported"`
 	// RFC 9207: the callback carries "iss".
 	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
-	// keyloop extensions: the "iss" and "aud" of access tokens when they
-	// differ from the issuer (tokens minted by Clerk).
+	// keyloop extensions: the "iss", "aud" and keys of access tokens when
+	// they differ from the issuer's (tokens minted by Clerk). jwks_uri is
+	// the issuer's own key set (its ID tokens), as in OpenID Connect.
 	AccessTokenIssuer   string `json:"access_token_issuer"`
 	AccessTokenAudience string `json:"access_token_audience"`
+	AccessTokenJWKSURI  string `json:"access_token_jwks_uri"`
 }
 
 // metadataURLs returns where the metadata of issuer may be: the RFC 8414 §3.1
@@ -112,8 +114,14 @@ func (c *Client) checkMetadata(md *metadata) error {
 			return fmt.Errorf("%w: %w", ErrDiscovery, err)
 		}
 	}
-	if md.RevocationEndpoint != "" {
-		if err := checkServerURL("revocation_endpoint", md.RevocationEndpoint); err != nil {
+	for _, e := range []struct{ name, u string }{
+		{"revocation_endpoint", md.RevocationEndpoint},
+		{"access_token_jwks_uri", md.AccessTokenJWKSURI},
+	} {
+		if e.u == "" {
+			continue
+		}
+		if err := checkServerURL(e.name, e.u); err != nil {
 			return fmt.Errorf("%w: %w", ErrDiscovery, err)
 		}
 	}
@@ -124,6 +132,14 @@ func (c *Client) checkMetadata(md *metadata) error {
 		return fmt.Errorf("%w: the server does not advertise PKCE S256 (code_challenge_methods_supported)", ErrDiscovery)
 	}
 	return nil
+}
+
+// accessTokenJWKSURI is where the keys of access tokens are.
+func (md *metadata) accessTokenJWKSURI() string {
+	if md.AccessTokenJWKSURI != "" {
+		return md.AccessTokenJWKSURI
+	}
+	return md.JWKSURI
 }
 
 // tokenIssuer is the expected "iss" of access tokens.

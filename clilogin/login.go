@@ -303,7 +303,7 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 	if aud == "" {
 		aud = md.AccessTokenAudience
 	}
-	e := expect{jwksURI: md.JWKSURI, issuer: md.tokenIssuer(), audience: aud}
+	e := expect{jwksURI: md.accessTokenJWKSURI(), issuer: md.tokenIssuer(), audience: aud}
 	cl, err := c.verify(ctx, tok.AccessToken, e)
 	if err != nil {
 		return nil, &userError{msg: fmt.Sprintf("clilogin: verify the token from %s: %s", md.Issuer, stripPrefixes(err.Error())),
@@ -313,7 +313,7 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 		AccessToken: tokenstore.Secret(tok.AccessToken), RefreshToken: tokenstore.Secret(tok.RefreshToken),
 		TokenType: tok.TokenType, Expiry: cl.Expiry, IssuedAt: cl.IssuedAt,
 		Issuer: md.Issuer, ClientID: c.cfg.ClientID, TokenEndpoint: md.TokenEndpoint,
-		RevocationEndpoint: md.RevocationEndpoint, JWKSURI: md.JWKSURI,
+		RevocationEndpoint: md.RevocationEndpoint, JWKSURI: md.accessTokenJWKSURI(),
 		TokenIssuer: md.AccessTokenIssuer, Audience: aud, Subject: cl.Subject, Account: cl.Account,
 	}
 	if rec.IssuedAt.IsZero() {

@@ -573,6 +573,23 @@ func TestLoginTokenIssuerAndAudience(t *testing.T) {
 	}
 }
 
+// TestLoginAccessTokenJWKSURI: jwks_uri is the issuer's own key set (its ID
+// tokens, OpenID Connect); when access tokens are signed with other keys
+// (Clerk's), the metadata's access_token_jwks_uri names them, and login and
+// refresh verify access tokens against it.
+func TestLoginAccessTokenJWKSURI(t *testing.T) {
+	h := newHarness(t)
+	h.as.MetaOverride = map[string]any{"jwks_uri": h.as.Issuer + "/id-token-keys", "access_token_jwks_uri": h.as.Issuer + "/jwks"}
+	rec := h.login()
+	if rec.JWKSURI != h.as.Issuer+"/jwks" {
+		t.Errorf("record JWKSURI %q", rec.JWKSURI)
+	}
+	h.clock.Add(50 * time.Minute)
+	if _, err := h.client().Token(t.Context()); err != nil || h.as.Refreshes.Load() != 1 {
+		t.Fatalf("refresh: %v, Refreshes %d", err, h.as.Refreshes.Load())
+	}
+}
+
 func TestTokenCorruptRecord(t *testing.T) {
 	h := newHarness(t)
 	key := tokenstore.Key("", h.as.Issuer, testClientID)
