@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ const (
 	maxQueryLen = 4096
 	maxStateLen = 512
 	maxScopeLen = 1024
+	maxNonceLen = 512
 )
 
 // pendingAuth is an authorization request waiting for sign-in and consent.
@@ -30,6 +32,8 @@ type pendingAuth struct {
 	Expires     time.Time `json:"expires"`
 	Identity    *Identity `json:"identity,omitempty"`
 	AuthTime    time.Time `json:"auth_time"`
+	Scopes      []string  `json:"scopes,omitempty"` // granted: see parseScope
+	Nonce       string    `json:"nonce,omitempty"`  // OpenID Connect, for the ID token
 	// Device and UserCode are set for a device authorization (DevicePath):
 	// the device record's key part and the user code as shown.
 	Device   string `json:"device,omitempty"`
@@ -45,6 +49,8 @@ type codeRecord struct {
 	SessionID   string    `json:"sid"`
 	AuthTime    time.Time `json:"auth_time"`
 	Expires     time.Time `json:"expires"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	Nonce       string    `json:"nonce,omitempty"`
 }
 
 // authorize serves AuthorizePath. The request must be a GET with client_id
@@ -53,7 +59,16 @@ type codeRecord struct {
 // 43-character code_challenge, and a state of 1–512 printable ASCII
 // characters, each at most once. state is required (not just recommended)
 // because the CLI derives the consent page's confirmation code from it.
-// scope is accepted and ignored.
+//
+// OpenID Connect parameters: scope (see parseScope: unknown values are
+// ignored, malformed ones are invalid_scope), nonce (at most 512 printable
+// ASCII characters, echoed in the ID token), response_mode (only "query"),
+// prompt ("none" is answered with consent_required, since every login shows
+// the consent page; other values are accepted and the consent page is shown
+// as always), and request / request_uri (refused with
+// request_not_supported / request_uri_not_supported, OpenID Connect Core
+// §6.1, §6.2). Other parameters (login_hint, ui_locales, display, acr_values,
+// id_token_hint, claims) are ignored.
 func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodGet {
@@ -128,8 +143,38 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		fail("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)", true)
 		return
 	}
-	if len(q.Get("scope")) > maxScopeLen {
+	scopes, ok := parseScope(q.Get("scope"))
+	switch {
+	case len(q.Get("scope")) > maxScopeLen:
 		fail("invalid_scope", "scope too long", true)
+		return
+	case !ok:
+		fail("invalid_scope", "scope must be space-separated scope tokens (RFC 6749 section 3.3)", true)
+		return
+	}
+	nonce := q.Get("nonce")
+	if len(nonce) > maxNonceLen || !printableASCII(nonce) {
+		fail("invalid_request", "nonce must be at most 512 printable ASCII characters", true)
+		return
+	}
+	if m := q.Get("response_mode"); m != "" && m != "query" {
+		fail("invalid_request", "only response_mode=query is supported", true)
+		return
+	}
+	if q.Has("request") {
+		fail("request_not_supported", "request objects are not supported", true)
+		return
+	}
+	if q.Has("request_uri") {
+		fail("request_uri_not_supported", "request_uri is not supported", true)
+		return
+	}
+	if prompt := strings.Fields(q.Get("prompt")); slices.Contains(prompt, "none") {
+		if len(prompt) > 1 {
+			fail("invalid_request", "prompt=none cannot be combined with other prompt values", true)
+		} else {
+			fail("consent_required", "every login needs the user's consent in the browser", true)
+		}
 		return
 	}
 	binding := ""
@@ -146,6 +191,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	p := pendingAuth{
 		ClientID: client.ID, RedirectURI: q.Get("redirect_uri"), State: state, Challenge: q.Get("code_challenge"),
 		Binding: hashSecret(binding), CSRF: randomID(), Expires: h.cfg.Now().Add(h.cfg.PendingTTL),
+		Scopes: scopes, Nonce: nonce,
 	}
 	if err := h.putJSON(ctx, keyPending+id, p, h.cfg.PendingTTL); err != nil {
 		h.log.ErrorContext(ctx, "server: authorize: storing pending authorization", "err", err)
@@ -329,6 +375,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	rec := codeRecord{
 		ClientID: p.ClientID, RedirectURI: p.RedirectURI, Challenge: p.Challenge, Identity: *p.Identity,
 		SessionID: sid, AuthTime: p.AuthTime, Expires: h.cfg.Now().Add(h.cfg.CodeTTL),
+		Scopes: p.Scopes, Nonce: p.Nonce,
 	}
 	if err := h.putJSON(ctx, keyCode+hashSecret(code), rec, h.cfg.CodeTTL); err != nil {
 		h.log.ErrorContext(ctx, "server: signin: storing code", "err", err)

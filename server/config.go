@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -31,6 +32,8 @@ const (
 	// Cognito offer 0–60 s.
 	DefaultRefreshTokenReuseGrace = 30 * time.Second
 	MaxRefreshTokenReuseGrace     = time.Minute
+	// DefaultIDTokenLifetime is the lifetime of ID tokens.
+	DefaultIDTokenLifetime = time.Hour
 )
 
 // Client is a registered OAuth client (a CLI). All clients are public
@@ -112,6 +115,34 @@ type Config struct {
 	// PendingTTL is how long the browser has between the authorization
 	// request and the consent decision. Zero means DefaultPendingTTL.
 	PendingTTL time.Duration
+	// IDTokenKeys signs the ID tokens the handler issues to clients that
+	// ask for the "openid" scope (OpenID Connect Core §3.1.3.3), whatever
+	// the Minter: with Clerk, access tokens are Clerk's but ID tokens are
+	// the handler's own. It signs with its active RS256 key (an RSA key of
+	// at least 2048 bits; RS256 is the one algorithm every OpenID relying
+	// party must accept), or, when it has none, with its first algorithm
+	// (ES256 or EdDSA, which some relying parties refuse: Kubernetes does
+	// not take EdDSA). Its keys are served at JWKSPath, the jwks_uri of both
+	// metadata documents, and rotate as KeySet describes. At most one of
+	// IDTokenKeys and IDTokenKey may be set. When neither is, the handler
+	// signs with the Minter's KeySet when the Minter is a SelfSigned whose
+	// set has an active RS256 key, and otherwise with an RSA-2048 key
+	// generated on first use that lives as long as the process: its ID
+	// tokens stop verifying after a restart and on other replicas, so set
+	// one when either matters (LoadKeyDir, LoadOrCreateRSAKeyFile).
+	IDTokenKeys *KeySet
+	// IDTokenKey is a single ID-token key, the same as an IDTokenKeys set
+	// of that one key: an RSA key (RS256), an ECDSA P-256 key (ES256) or an
+	// ed25519.PrivateKey (EdDSA); any crypto.Signer with such a public key
+	// works (a KMS or HSM key, say).
+	IDTokenKey crypto.Signer
+	// IDTokenKeyID is the "kid" of IDTokenKey. Empty means the RFC 7638
+	// JWK thumbprint of its public key. Only with IDTokenKey.
+	IDTokenKeyID string
+	// IDTokenLifetime is how long ID tokens are valid ("exp" − "iat").
+	// Zero means DefaultIDTokenLifetime (1 hour); relying parties such as
+	// kubelogin refresh when it ends.
+	IDTokenLifetime time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives one line per notable event (approvals, denials,
@@ -204,6 +235,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.PendingTTL = DefaultPendingTTL
 	case c.PendingTTL < 0:
 		return bad("PendingTTL is negative")
+	}
+	switch {
+	case c.IDTokenLifetime == 0:
+		c.IDTokenLifetime = DefaultIDTokenLifetime
+	case c.IDTokenLifetime < 0:
+		return bad("IDTokenLifetime is negative")
 	}
 	if c.Now == nil {
 		c.Now = time.Now

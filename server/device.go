@@ -221,6 +221,10 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 		e = oerr(http.StatusBadRequest, "unauthorized_client", "this client may not use the device authorization grant")
 	case len(form.Get("scope")) > maxScopeLen:
 		e = oerr(http.StatusBadRequest, "invalid_scope", "scope too long")
+	default:
+		if _, ok := parseScope(form.Get("scope")); !ok {
+			e = oerr(http.StatusBadRequest, "invalid_scope", "scope must be space-separated scope tokens (RFC 6749 section 3.3)")
+		}
 	}
 	if e != nil {
 		writeOAuthError(w, e)
@@ -375,8 +379,12 @@ func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Valu
 		if revoked {
 			return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
 		}
-		rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: *rec.Identity, AuthTime: rec.AuthTime}
-		resp, e := h.mintAndIssue(ctx, rr, false)
+		// The scopes granted as for the code flow (parseScope); an ID
+		// token when "openid" is among them, without nonce (RFC 8628 has
+		// none).
+		scopes, _ := parseScope(rec.Scope)
+		rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: *rec.Identity, AuthTime: rec.AuthTime, Scopes: scopes}
+		resp, e := h.mintAndIssue(ctx, rr, false, scopes, "")
 		if e == nil {
 			h.log.InfoContext(ctx, "server: token issued", "grant_type", "device_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
 		}

@@ -14,11 +14,13 @@
 // root):
 //
 //	GET      /.well-known/oauth-authorization-server  RFC 8414 metadata
+//	GET      /.well-known/openid-configuration        the same document (OpenID Connect Discovery 1.0)
 //	GET      /oauth/authorize                         authorization request
 //	GET,POST /oauth/signin?req=ID                     sign-in and consent
 //	POST     /oauth/token                             authorization_code, refresh_token, device_code
 //	POST     /oauth/revoke                            RFC 7009 revocation
-//	GET      /oauth/jwks                              public keys (KeySetPublisher minters)
+//	GET      /oauth/jwks                              public keys: ID tokens, and KeySetPublisher minters' access tokens
+//	GET,POST /oauth/userinfo                          OpenID Connect userinfo
 //	POST     /oauth/device_authorization              RFC 8628 device authorization
 //	GET,POST /oauth/device                            RFC 8628 verification page (user code entry)
 //
@@ -27,6 +29,23 @@
 // page's address and polls the token endpoint, while the user enters the
 // code on any device, signs in through the same Authenticator and approves
 // on the same consent page; see DeviceFlowConfig.
+//
+// The handler is an OpenID Provider as well: a client that asks for the
+// "openid" scope gets an ID token, signed with Config.IDTokenKey (RS256 by
+// default), next to every access token, so OpenID Connect clients
+// (kubelogin, oauth2c, go-oidc) log in with nothing but the issuer URL and a
+// client ID. Scope values other than "openid", "profile", "email" and
+// "offline_access" are ignored (OpenID Connect Core §3.1.2.1); refresh
+// tokens are issued with or without "offline_access". Access tokens carry
+// "aud", the API audience (SelfSignedConfig.Audience, by default the
+// issuer), and ID tokens the client ID, so neither passes for the other.
+//
+// Keys: jwks_uri, in both metadata documents, is the handler's own key set.
+// When access tokens are signed elsewhere (server/clerk: Clerk's keys and
+// issuer), the metadata says so in three keyloop extensions,
+// access_token_jwks_uri, access_token_issuer and access_token_audience,
+// which the keyloop CLI reads; OpenID relying parties verify ID tokens with
+// jwks_uri and never see the difference.
 //
 // Refresh tokens are opaque, stored only as hashes, bound to the client and
 // to the login session (one browser sign-in), rotated on every use, and

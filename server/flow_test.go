@@ -105,11 +105,35 @@ func TestMetadata(t *testing.T) {
 		"authorization_response_iss_parameter_supported": true,
 		"access_token_issuer":                            e.issuer,
 		"access_token_audience":                          "https://api.example.com",
+		// OpenID Connect Discovery 1.0 §3
+		"userinfo_endpoint":                     e.issuer + "/oauth/userinfo",
+		"response_modes_supported":              []any{"query"},
+		"scopes_supported":                      []any{"openid", "profile", "email", "offline_access"},
+		"subject_types_supported":               []any{"public"},
+		"id_token_signing_alg_values_supported": []any{"RS256"},
+		"claims_supported": []any{"iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
+			"email", "email_verified", "name"},
+		"claims_parameter_supported":      false,
+		"request_parameter_supported":     false,
+		"request_uri_parameter_supported": false,
 	}
 	a, _ := json.Marshal(md)
 	b, _ := json.Marshal(want)
 	if string(a) != string(b) {
 		t.Fatalf("metadata\n got %s\nwant %s", a, b)
+	}
+	// One document at both well-known paths, so they never disagree.
+	for _, p := range []string{server.MetadataPath, server.OpenIDConfigurationPath} {
+		resp, err := http.Get(e.issuer + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if c, _ := json.Marshal(got); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || string(c) != string(a) {
+			t.Fatalf("%s: %s %q\n%s", p, resp.Status, resp.Header.Get("Content-Type"), c)
+		}
 	}
 }
 

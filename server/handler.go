@@ -18,12 +18,14 @@ import (
 
 // Paths of the handler's endpoints, relative to the issuer.
 const (
-	MetadataPath  = "/.well-known/oauth-authorization-server"
-	AuthorizePath = "/oauth/authorize"
-	SignInPath    = "/oauth/signin"
-	TokenPath     = "/oauth/token"
-	RevokePath    = "/oauth/revoke"
-	JWKSPath      = "/oauth/jwks"
+	MetadataPath            = "/.well-known/oauth-authorization-server"
+	OpenIDConfigurationPath = "/.well-known/openid-configuration"
+	AuthorizePath           = "/oauth/authorize"
+	SignInPath              = "/oauth/signin"
+	TokenPath               = "/oauth/token"
+	RevokePath              = "/oauth/revoke"
+	JWKSPath                = "/oauth/jwks"
+	UserInfoPath            = "/oauth/userinfo"
 )
 
 // CSRFField is the form field name of the CSRF token on sign-in and consent
@@ -37,12 +39,14 @@ const browserCookie = "keyloop_browser"
 // maxFormBytes bounds request bodies of every endpoint.
 const maxFormBytes = 64 << 10
 
-// Handler is the authorization server: an http.Handler serving the routes
-// MetadataPath, AuthorizePath, SignInPath, TokenPath, RevokePath, JWKSPath,
+// Handler is the authorization server and OpenID Provider: an http.Handler
+// serving the routes MetadataPath, OpenIDConfigurationPath, AuthorizePath,
+// SignInPath, TokenPath, RevokePath, JWKSPath, UserInfoPath,
 // DeviceAuthorizationPath and DevicePath, mounted at the application root,
 // e.g.
 //
 //	mux.Handle(server.MetadataPath, h)
+//	mux.Handle(server.OpenIDConfigurationPath, h)
 //	mux.Handle("/oauth/", h)
 //
 // It also verifies the tokens it issued for the application's own API
@@ -54,7 +58,8 @@ type Handler struct {
 	pages    *pages
 	verifier *Verifier
 	metadata []byte
-	jwks     KeySetPublisher // nil when keys are served elsewhere
+	jwks     KeySetPublisher // the Minter's keys; nil when served elsewhere
+	idSigner idTokenSigner
 	log      *slog.Logger
 }
 
@@ -84,12 +89,18 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	ki := cfg.Minter.KeyInfo()
+	for _, c := range cfg.Clients {
+		if ki.Audience != "" && ki.Audience == c.ID {
+			// ID tokens are addressed to the client ID: RequireToken
+			// could not tell them from access tokens.
+			return nil, fmt.Errorf("%w: the access token audience %q is also a client ID", ErrInvalidConfig, c.ID)
+		}
+	}
 	vc := VerifierConfig{Issuer: cfg.Issuer, Audience: ki.Audience, Now: cfg.Now, State: cfg.State}
 	if ki.TokenIssuer != "" {
 		vc.Issuer = ki.TokenIssuer
 	}
-	jwksURI := ki.JWKSURI
-	if jwksURI == "" {
+	if ki.JWKSURI == "" {
 		pub, ok := cfg.Minter.(KeySetPublisher)
 		if !ok {
 			return nil, fmt.Errorf("%w: Minter has no KeyInfo().JWKSURI and does not implement KeySetPublisher", ErrInvalidConfig)
@@ -102,9 +113,8 @@ func New(cfg Config) (*Handler, error) {
 			// Keys rotated by KeySet.Reload count at once.
 			vc.JWKS, vc.KeySet = nil, ks.KeySet()
 		}
-		jwksURI = cfg.Issuer + JWKSPath
 	} else {
-		vc.JWKSURL = jwksURI
+		vc.JWKSURL = ki.JWKSURI
 	}
 	if c, ok := cfg.Minter.(CheckAccessTokener); ok {
 		vc.Check = c.CheckAccessToken
@@ -112,30 +122,11 @@ func New(cfg Config) (*Handler, error) {
 	if h.verifier, err = NewVerifier(vc); err != nil {
 		return nil, err
 	}
-	md := map[string]any{
-		"issuer":                                         cfg.Issuer,
-		"authorization_endpoint":                         cfg.Issuer + AuthorizePath,
-		"token_endpoint":                                 cfg.Issuer + TokenPath,
-		"jwks_uri":                                       jwksURI,
-		"revocation_endpoint":                            cfg.Issuer + RevokePath,
-		"response_types_supported":                       []string{"code"},
-		"grant_types_supported":                          h.grantTypes(),
-		"code_challenge_methods_supported":               []string{"S256"},
-		"token_endpoint_auth_methods_supported":          []string{"none"},
-		"revocation_endpoint_auth_methods_supported":     []string{"none"},
-		"authorization_response_iss_parameter_supported": true,
+	if h.idSigner, err = newIDTokenSigner(cfg); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	if h.deviceFlowEnabled() {
-		md["device_authorization_endpoint"] = cfg.Issuer + DeviceAuthorizationPath
-	}
-	if ki.TokenIssuer != "" {
-		md["access_token_issuer"] = ki.TokenIssuer
-	}
-	if ki.Audience != "" {
-		md["access_token_audience"] = ki.Audience
-	}
-	if h.metadata, err = json.MarshalIndent(md, "", "  "); err != nil {
-		return nil, fmt.Errorf("server: metadata: %w", err)
+	if h.metadata, err = h.metadataDoc(ki); err != nil {
+		return nil, err
 	}
 	return h, nil
 }
@@ -144,20 +135,17 @@ func New(cfg Config) (*Handler, error) {
 // remote JWKS refresh). The handler keeps serving the OAuth endpoints.
 func (h *Handler) Close() error { return h.verifier.Close() }
 
-// Metadata returns the RFC 8414 metadata document the handler serves.
+// Metadata returns the metadata document the handler serves at MetadataPath
+// (RFC 8414) and OpenIDConfigurationPath (OpenID Connect Discovery 1.0).
 func (h *Handler) Metadata() []byte { return append([]byte(nil), h.metadata...) }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case MetadataPath:
+	case MetadataPath, OpenIDConfigurationPath:
 		h.serveJSONDoc(w, r, h.metadata)
 	case JWKSPath:
-		if h.jwks == nil {
-			http.NotFound(w, r)
-			return
-		}
-		b, err := h.jwks.JWKS()
+		b, err := h.jwksDoc()
 		if err != nil {
 			h.log.ErrorContext(r.Context(), "server: JWKS", "err", err)
 			http.Error(w, "server: JWKS unavailable", http.StatusInternalServerError)
@@ -176,6 +164,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.deviceAuthorization(w, r)
 	case DevicePath:
 		h.deviceVerify(w, r)
+	case UserInfoPath:
+		h.userInfo(w, r)
 	default:
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		http.NotFound(w, r)

@@ -112,6 +112,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(func() { e.h.Close() })
 	mux := http.NewServeMux()
 	mux.Handle(server.MetadataPath, e.h)
+	mux.Handle(server.OpenIDConfigurationPath, e.h)
 	mux.Handle("/oauth/", e.h)
 	mux.Handle("GET /api/me", e.h.RequireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := server.ClaimsFromContext(r.Context())

@@ -46,7 +46,11 @@ type SigningKey struct {
 // header {"alg": k.Algorithm, "kid": k.ID, "typ": "JWT"}. Keys from
 // KeySet.Signer have been checked; for others an empty Algorithm is the one
 // the key type implies.
-func (k SigningKey) Sign(claims jwt.Claims) (string, error) {
+func (k SigningKey) Sign(claims jwt.Claims) (string, error) { return k.sign("JWT", claims) }
+
+// sign is Sign with the header's "typ" (RFC 7515 §4.1.9), such as
+// "at+jwt" for RFC 9068 access tokens.
+func (k SigningKey) sign(typ string, claims jwt.Claims) (string, error) {
 	if k.Key == nil {
 		return "", errors.New("server: signing: no key")
 	}
@@ -60,7 +64,7 @@ func (k SigningKey) Sign(claims jwt.Claims) (string, error) {
 	k.Algorithm = alg
 	t := jwt.NewWithClaims(jwt.GetSigningMethod(k.Algorithm), claims)
 	t.Header["kid"] = k.ID
-	t.Header["typ"] = "JWT"
+	t.Header["typ"] = typ
 	signing, err := t.SigningString()
 	if err != nil {
 		return "", fmt.Errorf("server: signing with key %s: %w", k.ID, err)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -49,9 +50,12 @@ func (h *Handler) errStateDown(ctx context.Context, what string, err error) *oau
 // failure before the swap leaves the token usable.
 func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Values) (*tokenResponse, *oauthError) {
 	rt := form.Get("refresh_token")
+	_, scopeOK := parseScope(form.Get("scope"))
 	switch {
 	case rt == "":
 		return nil, oerr(http.StatusBadRequest, "invalid_request", "refresh_token is required")
+	case len(form.Get("scope")) > maxScopeLen || !scopeOK:
+		return nil, oerr(http.StatusBadRequest, "invalid_scope", "scope must be space-separated scope tokens (RFC 6749 section 3.3)")
 	case len(rt) > maxTokenParamLen:
 		return nil, errBadRefresh
 	}
@@ -61,13 +65,17 @@ func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Val
 		return nil, e
 	}
 	if ent.Next != "" {
-		return h.replayInGrace(ctx, client, rt, ht, b, ent, nil)
+		return h.replayInGrace(ctx, client, form, rt, ht, b, ent, nil)
 	}
 	rec := ent.refreshRecord
 	if e := h.checkRefresh(ctx, client, rec); e != nil {
 		return nil, e
 	}
-	resp, e := h.mint(ctx, rec, true)
+	scopes, e := refreshScopes(form, rec.Scopes)
+	if e != nil {
+		return nil, e
+	}
+	resp, e := h.mint(ctx, rec, true, scopes, "")
 	if e != nil {
 		return nil, e
 	}
@@ -107,7 +115,7 @@ func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Val
 		if ent.Next == "" {
 			return nil, h.errStateDown(ctx, "rotating the refresh token", errors.New("the token changed but was not rotated"))
 		}
-		return h.replayInGrace(ctx, client, rt, ht, b, ent, resp)
+		return h.replayInGrace(ctx, client, form, rt, ht, b, ent, resp)
 	}
 	resp.RefreshToken = next
 	h.log.InfoContext(ctx, "server: token issued", "grant_type", "refresh_token", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
@@ -179,7 +187,7 @@ func (h *Handler) checkRefresh(ctx context.Context, client *Client, rec refreshR
 // response was lost: the answer carries the same successor refresh token,
 // so the login goes on with one current token, and a fresh access token
 // (minted unless resp already holds one). Anything else is reuse.
-func (h *Handler) replayInGrace(ctx context.Context, client *Client, rt, ht string, b []byte, ent refreshEntry, resp *tokenResponse) (*tokenResponse, *oauthError) {
+func (h *Handler) replayInGrace(ctx context.Context, client *Client, form url.Values, rt, ht string, b []byte, ent refreshEntry, resp *tokenResponse) (*tokenResponse, *oauthError) {
 	now := h.cfg.Now()
 	if ent.Replayed || !now.Before(ent.Until) {
 		return nil, h.refreshReused(ctx, client, ht)
@@ -212,8 +220,11 @@ func (h *Handler) replayInGrace(ctx context.Context, client *Client, rt, ht stri
 		return nil, oerr(http.StatusInternalServerError, "server_error", "")
 	}
 	if resp == nil {
-		var e *oauthError
-		if resp, e = h.mint(ctx, rec, true); e != nil {
+		scopes, e := refreshScopes(form, rec.Scopes)
+		if e != nil {
+			return nil, e
+		}
+		if resp, e = h.mint(ctx, rec, true, scopes, ""); e != nil {
 			return nil, e
 		}
 	}
@@ -273,4 +284,22 @@ func graceAEAD(prev string) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+// refreshScopes returns the scopes a refresh grants (RFC 6749 §6): the
+// request's scope, which may narrow the login's grant and never widen it
+// (invalid_scope), or the whole grant when the request names none. The
+// new refresh token keeps the whole grant. The request's scope was checked
+// for syntax already.
+func refreshScopes(form url.Values, granted []string) ([]string, *oauthError) {
+	if !form.Has("scope") {
+		return granted, nil
+	}
+	asked, _ := parseScope(form.Get("scope"))
+	for _, sc := range asked {
+		if !slices.Contains(granted, sc) {
+			return nil, oerr(http.StatusBadRequest, "invalid_scope", "the scope asks for more than the login granted")
+		}
+	}
+	return asked, nil
 }

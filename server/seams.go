@@ -11,10 +11,16 @@ import (
 type Identity struct {
 	// Subject is the stable user ID ("sub" of minted tokens). Required.
 	Subject string
-	// Email and Name are for display on the consent page and in tokens
-	// minted by SelfSigned; either may be empty.
+	// Email and Name are for display on the consent page, in tokens
+	// minted by SelfSigned, and in ID tokens and userinfo answers (the
+	// "email" and "name" claims, OpenID Connect Core §5.1); either may be
+	// empty.
 	Email string
 	Name  string
+	// EmailVerified reports that the identity layer verified that the user
+	// controls Email ("email_verified"). False for DevAuthenticator, which
+	// believes any address.
+	EmailVerified bool
 	// SessionID is the identity layer's own session (a Clerk session ID),
 	// empty when the identity layer has none. Minters use it to mint and to
 	// decide whether a refresh may mint again.
@@ -87,6 +93,11 @@ type Grant struct {
 	// Refresh is true when the token is minted for a refresh_token grant
 	// rather than right after the browser sign-in.
 	Refresh bool
+	// Scopes are the scopes granted for this token, among "openid",
+	// "profile", "email" and "offline_access" (the handler ignores others,
+	// OpenID Connect Core §3.1.2.1); empty when the client asked for none.
+	// SelfSigned puts them in the "scope" claim (RFC 9068 §2.2.3).
+	Scopes []string
 }
 
 // MintedToken is an access token a Minter produced.
@@ -100,9 +111,12 @@ type MintedToken struct {
 // KeyInfo tells clients how to verify minted tokens; the handler publishes it
 // in its metadata.
 type KeyInfo struct {
-	// JWKSURI is where the token-signing public keys are. Empty means the
-	// handler's own JWKS endpoint (served from Minter's JWKS method when the
-	// minter implements KeySetPublisher).
+	// JWKSURI is where the access-token signing keys are, when they are
+	// not the handler's own: the handler publishes it as
+	// "access_token_jwks_uri" in its metadata, next to "jwks_uri" (always
+	// the handler's own JWKSPath, which holds the ID-token keys). Empty
+	// means the handler's own JWKS endpoint, which then also serves the
+	// Minter's keys (the minter must implement KeySetPublisher).
 	JWKSURI string
 	// TokenIssuer is the "iss" of minted tokens. Empty means the handler's
 	// issuer.

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -63,8 +64,12 @@ type SelfSignedConfig struct {
 	// DefaultTokenLifetime (7 days). It is also how long a retired key must
 	// stay published after it stopped signing (see KeySet).
 	Lifetime time.Duration
-	// Audience is the "aud" of minted tokens. Empty means tokens carry no
-	// "aud" and verifiers do not check one.
+	// Audience is the "aud" of minted tokens: the API they are for, which
+	// a resource server that checks audience (RequireToken, a Kubernetes
+	// API server's "audiences") is configured with. The handler publishes
+	// it as "access_token_audience" and the keyloop CLI checks it. It must
+	// not be a client ID (ID tokens are addressed to those). Empty means
+	// Issuer: the backend that mounts the handler is the API.
 	Audience string
 	// CanRefresh, when set, is asked before every refresh mint; a non-nil
 	// error refuses the refresh (the error is wrapped with
@@ -80,9 +85,11 @@ type SelfSignedConfig struct {
 // concurrent use. With a KeySet, keys rotated by KeySet.Reload are used from
 // the next Mint on.
 //
-// Minted tokens carry iss, sub, aud (when configured), exp, iat, nbf, jti,
-// sid (the keyloop login session), auth_time, client_id and azp, and email
-// and name when known, plus Identity.Claims that do not collide with those.
+// Minted tokens are RFC 9068 JWT access tokens (header "typ": "at+jwt")
+// and carry iss, sub, aud, exp, iat, nbf, jti, sid (the keyloop login
+// session), auth_time, client_id and azp, scope (the granted scopes, when
+// any), and email, email_verified and name when known, plus
+// Identity.Claims that do not collide with those.
 type SelfSigned struct {
 	cfg  SelfSignedConfig
 	keys *KeySet
@@ -123,6 +130,9 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	if cfg.Lifetime == 0 {
 		cfg.Lifetime = DefaultTokenLifetime
 	}
+	if cfg.Audience == "" {
+		cfg.Audience = cfg.Issuer
+	}
 	if cfg.Lifetime < 0 {
 		return bad("Lifetime is negative")
 	}
@@ -157,7 +167,8 @@ func (s *SelfSigned) KeyInfo() KeyInfo {
 }
 
 // reservedClaims are set by Mint and never taken from Identity.Claims.
-var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "auth_time", "client_id", "azp", "email", "name"}
+var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "auth_time", "client_id", "azp",
+	"scope", "email", "email_verified", "name"}
 
 // Mint implements Minter.
 func (s *SelfSigned) Mint(ctx context.Context, g Grant) (*MintedToken, error) {
@@ -186,9 +197,7 @@ func (s *SelfSigned) Mint(ctx context.Context, g Grant) (*MintedToken, error) {
 	}
 	claims["iss"] = s.cfg.Issuer
 	claims["sub"] = g.Identity.Subject
-	if s.cfg.Audience != "" {
-		claims["aud"] = s.cfg.Audience
-	}
+	claims["aud"] = s.cfg.Audience
 	claims["iat"], claims["nbf"], claims["exp"] = now.Unix(), now.Unix(), exp.Unix()
 	claims["jti"] = randomID()
 	if g.LoginSessionID != "" {
@@ -200,8 +209,12 @@ func (s *SelfSigned) Mint(ctx context.Context, g Grant) (*MintedToken, error) {
 	if g.ClientID != "" {
 		claims["client_id"], claims["azp"] = g.ClientID, g.ClientID
 	}
+	if len(g.Scopes) > 0 {
+		claims["scope"] = strings.Join(g.Scopes, " ")
+	}
 	if g.Identity.Email != "" {
 		claims["email"] = g.Identity.Email
+		claims["email_verified"] = g.Identity.EmailVerified
 	}
 	if g.Identity.Name != "" {
 		claims["name"] = g.Identity.Name
@@ -210,7 +223,7 @@ func (s *SelfSigned) Mint(ctx context.Context, g Grant) (*MintedToken, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := key.Sign(claims)
+	tok, err := key.sign("at+jwt", claims) // RFC 9068 §2.1
 	if err != nil {
 		return nil, err
 	}
@@ -292,8 +305,26 @@ func GenerateKey() (crypto.Signer, error) {
 // group or others can read is refused. It is meant for dev mode; production
 // keys belong in a secret manager.
 func LoadOrCreateKeyFile(path string) (crypto.Signer, error) {
+	return loadOrCreateKeyFile(path, GenerateKey)
+}
+
+// LoadOrCreateRSAKeyFile is LoadOrCreateKeyFile with an RSA-2048 key when it
+// creates one: a key for Config.IDTokenKey, since RS256 is the ID-token
+// algorithm every OpenID relying party accepts. An existing file is loaded
+// whatever its key type.
+func LoadOrCreateRSAKeyFile(path string) (crypto.Signer, error) {
+	return loadOrCreateKeyFile(path, func() (crypto.Signer, error) {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, fmt.Errorf("server: generating key: %w", err)
+		}
+		return k, nil
+	})
+}
+
+func loadOrCreateKeyFile(path string, generate func() (crypto.Signer, error)) (crypto.Signer, error) {
 	b, err := loadOrCreateFile(path, func() ([]byte, error) {
-		k, err := GenerateKey()
+		k, err := generate()
 		if err != nil {
 			return nil, err
 		}

@@ -24,14 +24,18 @@ type refreshRecord struct {
 	SessionID string    `json:"sid"`
 	Identity  Identity  `json:"identity"`
 	AuthTime  time.Time `json:"auth_time"`
+	Scopes    []string  `json:"scopes,omitempty"` // granted at the authorization request
 }
 
-// tokenResponse is the RFC 6749 §5.1 success body.
+// tokenResponse is the RFC 6749 §5.1 success body, with OpenID Connect
+// Core §3.1.3.3's id_token.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token,omitempty"`
+	IDToken      string `json:"id_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
 }
 
 // oauthError is an RFC 6749 §5.2 error response.
@@ -200,17 +204,19 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 	if revoked {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
 	}
-	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime}
-	resp, e := h.mintAndIssue(ctx, rr, false)
+	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime, Scopes: rec.Scopes}
+	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce)
 	if e == nil {
 		h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
 	}
 	return resp, e
 }
 
-// mintAndIssue mints an access token and a new refresh token for rec.
-func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh bool) (*tokenResponse, *oauthError) {
-	resp, e := h.mint(ctx, rec, refresh)
+// mintAndIssue mints an access token with scopes, an ID token when scopes
+// include "openid" (nonce is the authorization request's, "" otherwise),
+// and a new refresh token for rec.
+func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh bool, scopes []string, nonce string) (*tokenResponse, *oauthError) {
+	resp, e := h.mint(ctx, rec, refresh, scopes, nonce)
 	if e != nil {
 		return nil, e
 	}
@@ -220,10 +226,12 @@ func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh b
 	return resp, nil
 }
 
-// mint mints an access token for rec.
-func (h *Handler) mint(ctx context.Context, rec refreshRecord, refresh bool) (*tokenResponse, *oauthError) {
+// mint mints an access token with scopes for rec, and an ID token when
+// scopes include "openid".
+func (h *Handler) mint(ctx context.Context, rec refreshRecord, refresh bool, scopes []string, nonce string) (*tokenResponse, *oauthError) {
 	m, err := h.cfg.Minter.Mint(ctx, Grant{
 		Identity: rec.Identity, ClientID: rec.ClientID, LoginSessionID: rec.SessionID, AuthTime: rec.AuthTime, Refresh: refresh,
+		Scopes: scopes,
 	})
 	if errors.Is(err, ErrRefreshRefused) {
 		h.log.InfoContext(ctx, "server: token: minter refused", "client_id", rec.ClientID, "sub", rec.Identity.Subject, "err", err)
@@ -234,7 +242,13 @@ func (h *Handler) mint(ctx context.Context, rec refreshRecord, refresh bool) (*t
 		return nil, oerr(http.StatusInternalServerError, "server_error", "")
 	}
 	now := h.cfg.Now()
-	return &tokenResponse{AccessToken: m.AccessToken, TokenType: "Bearer", ExpiresIn: max(0, int64(m.Expiry.Sub(now)/time.Second))}, nil
+	resp := &tokenResponse{AccessToken: m.AccessToken, TokenType: "Bearer", ExpiresIn: max(0, int64(m.Expiry.Sub(now)/time.Second)),
+		Scope: strings.Join(scopes, " ")}
+	if resp.IDToken, err = h.idTokenFor(rec, scopes, nonce, m.AccessToken, now); err != nil {
+		h.log.ErrorContext(ctx, "server: token: ID token", "client_id", rec.ClientID, "err", err)
+		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	return resp, nil
 }
 
 // storeRefresh stores a new refresh token for rec, valid until the login's

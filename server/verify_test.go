@@ -139,7 +139,7 @@ func TestMinterCheckHook(t *testing.T) {
 		t.Fatalf("token without cat accepted: %d", st)
 	}
 	withCat := sign(t, jwt.SigningMethodEdDSA, e.key, e.minter.KeyID(), jwt.MapClaims{
-		"iss": e.issuer, "sub": "u1", "exp": e.clock.Now().Add(time.Hour).Unix(), "cat": "cl_B7d4PD111AAA"})
+		"iss": e.issuer, "aud": e.issuer, "sub": "u1", "exp": e.clock.Now().Add(time.Hour).Unix(), "cat": "cl_B7d4PD111AAA"})
 	if st, _ := e.apiMe(withCat); st != 200 {
 		t.Fatalf("token with cat refused: %d", st)
 	}

@@ -123,7 +123,8 @@ func TestBackendClerkMode(t *testing.T) {
 	var md map[string]any
 	json.NewDecoder(resp.Body).Decode(&md)
 	resp.Body.Close()
-	if md["issuer"] != issuer || md["jwks_uri"] != fake.FrontendAPIURL+"/.well-known/jwks.json" || md["access_token_issuer"] != fake.FrontendAPIURL {
+	if md["issuer"] != issuer || md["jwks_uri"] != issuer+"/oauth/jwks" ||
+		md["access_token_jwks_uri"] != fake.FrontendAPIURL+"/.well-known/jwks.json" || md["access_token_issuer"] != fake.FrontendAPIURL {
 		t.Fatalf("metadata does not point at Clerk's keys and issuer: %v", md)
 	}
 

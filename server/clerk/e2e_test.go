@@ -230,7 +230,7 @@ func (b *backend) authorize(t *testing.T, tab context.Context, l *login) *oauth2
 // only, and returns its claims.
 func verifyAccessToken(t *testing.T, l *login, tok string) (map[string]any, jwt.MapClaims) {
 	t.Helper()
-	kf, err := keyfunc.NewDefaultCtx(context.Background(), []string{l.md["jwks_uri"].(string)})
+	kf, err := keyfunc.NewDefaultCtx(context.Background(), []string{l.md["access_token_jwks_uri"].(string)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestEndToEndBrowserLogin(t *testing.T) {
 	ctx := context.Background()
 
 	l := b.newLogin(t)
-	if l.md["jwks_uri"] != b.fake.FrontendAPIURL+"/.well-known/jwks.json" ||
+	if l.md["access_token_jwks_uri"] != b.fake.FrontendAPIURL+"/.well-known/jwks.json" || l.md["jwks_uri"] != b.issuer+server.JWKSPath ||
 		l.md["access_token_issuer"] != b.fake.FrontendAPIURL || l.md["access_token_audience"] != "keyloop-test" {
 		t.Fatalf("metadata does not point at Clerk: %v", l.md)
 	}
@@ -337,7 +337,7 @@ func TestEndToEndProxy(t *testing.T) {
 	b := newBackend(t, backendOpts{proxy: true})
 	proxyURL := b.issuer + "/__clerk"
 	l := b.newLogin(t)
-	if l.md["access_token_issuer"] != proxyURL || l.md["jwks_uri"] != proxyURL+"/.well-known/jwks.json" {
+	if l.md["access_token_issuer"] != proxyURL || l.md["access_token_jwks_uri"] != proxyURL+"/.well-known/jwks.json" {
 		t.Fatalf("metadata does not point at the proxy: %v", l.md)
 	}
 	browserStep(t, tab, "signed-out redirect to Clerk sign-in", chromedp.Navigate(l.authURL))
