@@ -1,8 +1,13 @@
 // Command backend is keyloop's example backend: an authorization server for
-// CLI browser logins plus one protected API route, GET /api/me.
+// CLI browser logins plus one protected API route, GET /api/me. It is an
+// OpenID Provider too: any OpenID Connect client (kubelogin, oauth2c,
+// go-oidc) logs in with nothing but its URL and the client ID "mytool"
+// (discovery at /.well-known/openid-configuration, ID tokens signed RS256
+// with a key kept under -data, userinfo at /oauth/userinfo).
 //
-// Dev mode signs users in with any e-mail address and signs tokens with an
-// Ed25519 key it creates and keeps under -data, or with the shared key set
+// Dev mode signs users in with any e-mail address and signs access tokens
+// ("aud": -audience, default the issuer URL) with an Ed25519 key it creates
+// and keeps under -data, or with the shared key set
 // in -keys DIR (one PEM or JWK file per key, named after its key ID, and a
 // file "active" naming the key that signs; see server.LoadKeyDir), which
 // several replicas read alike and which is re-read every -keys-reload and
@@ -28,7 +33,7 @@
 // API (clerk.Provider.CheckSetup) and refuses to start when it is not set up
 // as the README says.
 //
-//	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL]
+//	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL] [-audience URI]
 //
 // The first line on stdout is "keyloop backend listening on http://HOST:PORT";
 // that URL is the issuer CLIs are configured with.
@@ -37,6 +42,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -48,6 +54,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -75,6 +82,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	issuer := fs.String("issuer", "", "issuer URL to publish (default: http:// plus the listen address)")
 	keysDir := fs.String("keys", "", "`DIR` of signing keys shared by replicas: one PEM or JWK file per key (file name = key ID) and a file \"active\" naming the key that signs (default: a key generated once under -data)")
 	keysReload := fs.Duration("keys-reload", server.DefaultKeyReloadInterval, "how often to re-read -keys (0: only on SIGHUP)")
+	audience := fs.String("audience", "", "dev mode: the \"aud\" of access tokens, the API they are for (default: the issuer URL); in Clerk mode the JWT template sets it (CLERK_AUDIENCE)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the usage was printed
@@ -122,6 +130,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	var clerkProvider *clerk.Provider
 	if os.Getenv("CLERK_SECRET_KEY") != "" {
+		if *audience != "" {
+			return errors.New("-audience is for dev mode: in Clerk mode the JWT template sets \"aud\"; set CLERK_AUDIENCE to the same value")
+		}
 		// Clerk mode: Clerk signs the browser user in and mints the access
 		// tokens from a JWT template.
 		cfg := clerk.Config{
@@ -163,7 +174,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		// Dev mode: any e-mail signs in; tokens are signed with the key set
 		// in -keys, or a key kept under -data.
 		var keys *server.KeySet
-		if authn, minter, keys, err = devMode(*data, *keysDir, *issuer, *ttl); err != nil {
+		if authn, minter, keys, err = devMode(*data, *keysDir, *issuer, *audience, *ttl); err != nil {
 			return err
 		}
 		logger.Info("backend: dev mode", "data", *data, "signing_keys", keys.String())
@@ -177,8 +188,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// ID tokens are signed RS256 (what every OpenID client accepts): with
+	// the -keys set's active RS256 key when it has one (shared and rotated
+	// like the access-token keys), else with an RSA key kept under -data,
+	// so they verify across restarts.
+	var idKey crypto.Signer
+	if ss, ok := minter.(*server.SelfSigned); !ok || !slices.Contains(ss.KeySet().Algorithms(), "RS256") {
+		if idKey, err = server.LoadOrCreateRSAKeyFile(filepath.Join(*data, "id-token-key.pem")); err != nil {
+			return err
+		}
+	}
 	h, err := server.New(server.Config{
 		State:         state,
+		IDTokenKey:    idKey,
 		Issuer:        *issuer,
 		Clients:       []server.Client{{ID: "mytool", Name: "mytool", DeviceFlow: true}},
 		Authenticator: authn,
@@ -192,6 +214,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	mux := http.NewServeMux()
 	mux.Handle(server.MetadataPath, h)
+	mux.Handle(server.OpenIDConfigurationPath, h)
 	mux.Handle("/oauth/", h)
 	mux.Handle("GET /api/me", h.RequireToken(http.HandlerFunc(me)))
 	if clerkProvider != nil && os.Getenv("CLERK_WEBHOOK_SECRET") != "" {
@@ -220,7 +243,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 // devMode builds the dev authenticator and the self-signed minter. The
 // minter signs with the key set in keysDir, or, when keysDir is empty, with a
 // key created once and kept under dataDir, beside the dev cookie key.
-func devMode(dataDir, keysDir, issuer string, ttl time.Duration) (server.Authenticator, server.Minter, *server.KeySet, error) {
+func devMode(dataDir, keysDir, issuer, audience string, ttl time.Duration) (server.Authenticator, server.Minter, *server.KeySet, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, nil, nil, err
 	}
@@ -247,7 +270,7 @@ func devMode(dataDir, keysDir, issuer string, ttl time.Duration) (server.Authent
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	minter, err := server.NewSelfSigned(server.SelfSignedConfig{Issuer: issuer, Keys: keys, Lifetime: ttl})
+	minter, err := server.NewSelfSigned(server.SelfSignedConfig{Issuer: issuer, Keys: keys, Lifetime: ttl, Audience: audience})
 	if err != nil {
 		return nil, nil, nil, err
 	}
