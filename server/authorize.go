@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,9 @@ type pendingAuth struct {
 	// the device record's key part and the user code as shown.
 	Device   string `json:"device,omitempty"`
 	UserCode string `json:"user_code,omitempty"`
+	// AuthAfter is the oldest authentication the client accepts
+	// (prompt=login, max_age); zero when it did not say.
+	AuthAfter time.Time `json:"auth_after,omitzero"`
 }
 
 // codeRecord is what an authorization code stands for.
@@ -64,8 +68,11 @@ type codeRecord struct {
 // ignored, malformed ones are invalid_scope), nonce (at most 512 printable
 // ASCII characters, echoed in the ID token), response_mode (only "query"),
 // prompt ("none" is answered with consent_required, since every login shows
-// the consent page; other values are accepted and the consent page is shown
-// as always), and request / request_uri (refused with
+// the consent page; "login" asks the Authenticator for a fresh
+// authentication, see SignInPrompt.AuthenticatedAfter; "consent" and
+// "select_account" are accepted, the consent page being shown as always),
+// max_age (seconds, like prompt=login when exceeded), and request /
+// request_uri (refused with
 // request_not_supported / request_uri_not_supported, OpenID Connect Core
 // §6.1, §6.2). Other parameters (login_hint, ui_locales, display, acr_values,
 // id_token_hint, claims) are ignored.
@@ -169,13 +176,27 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		fail("request_uri_not_supported", "request_uri is not supported", true)
 		return
 	}
-	if prompt := strings.Fields(q.Get("prompt")); slices.Contains(prompt, "none") {
+	prompt := strings.Fields(q.Get("prompt"))
+	if slices.Contains(prompt, "none") {
 		if len(prompt) > 1 {
 			fail("invalid_request", "prompt=none cannot be combined with other prompt values", true)
 		} else {
 			fail("consent_required", "every login needs the user's consent in the browser", true)
 		}
 		return
+	}
+	now := h.cfg.Now()
+	var authAfter time.Time
+	if ma := q.Get("max_age"); ma != "" {
+		n, err := strconv.ParseUint(ma, 10, 31)
+		if err != nil {
+			fail("invalid_request", "max_age must be a number of seconds", true)
+			return
+		}
+		authAfter = now.Add(-time.Duration(n) * time.Second)
+	}
+	if slices.Contains(prompt, "login") {
+		authAfter = now
 	}
 	binding := ""
 	if c, err := r.Cookie(browserCookie); err == nil && isRandomID(c.Value) {
@@ -191,7 +212,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	p := pendingAuth{
 		ClientID: client.ID, RedirectURI: q.Get("redirect_uri"), State: state, Challenge: q.Get("code_challenge"),
 		Binding: hashSecret(binding), CSRF: randomID(), Expires: h.cfg.Now().Add(h.cfg.PendingTTL),
-		Scopes: scopes, Nonce: nonce,
+		Scopes: scopes, Nonce: nonce, AuthAfter: authAfter,
 	}
 	if err := h.putJSON(ctx, keyPending+id, p, h.cfg.PendingTTL); err != nil {
 		h.log.ErrorContext(ctx, "server: authorize: storing pending authorization", "err", err)
@@ -295,7 +316,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		nonce := setPageHeaders(w)
 		ident, err := h.cfg.Authenticator.Authenticate(w, r, SignInPrompt{
 			ClientName: client.Name, Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF, Nonce: nonce,
-			Render: h.pages.render,
+			Render: h.pages.render, AuthenticatedAfter: p.AuthAfter,
 		})
 		if errors.Is(err, ErrResponded) {
 			return
@@ -306,6 +327,12 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			h.log.InfoContext(ctx, "server: signin: authentication failed", "client_id", client.ID, "err", err)
 			h.pages.error(w, http.StatusBadRequest, "Sign-in failed", err.Error())
+			return
+		}
+		if !p.AuthAfter.IsZero() && (ident.AuthTime.IsZero() || ident.AuthTime.Before(p.AuthAfter)) {
+			// OpenID Connect Core §3.1.2.1: an OP that cannot
+			// re-authenticate the user answers login_required.
+			h.refuseToClient(w, r, id, p, "login_required", "the sign-in layer could not re-authenticate the user as the client asked (prompt=login or max_age)")
 			return
 		}
 		p.Identity, p.AuthTime = ident, h.cfg.Now()
@@ -384,6 +411,22 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.InfoContext(ctx, "server: authorization approved", "client_id", client.ID, "sub", p.Identity.Subject, "sid", sid)
 	h.redirectTo(w, redirect, url.Values{"code": {code}, "state": {p.State}})
+}
+
+// refuseToClient ends the pending authorization id and sends the browser
+// back to the client with an error.
+func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id string, p pendingAuth, code, desc string) {
+	if _, err := h.cfg.State.Take(r.Context(), keyPending+id); err != nil {
+		h.pages.error(w, http.StatusBadRequest, "Login request expired", "This login request has expired or was already used.")
+		return
+	}
+	redirect, err := url.Parse(p.RedirectURI)
+	if err != nil {
+		h.pages.error(w, http.StatusInternalServerError, "Server error", "The stored redirect address is unusable.")
+		return
+	}
+	h.log.InfoContext(r.Context(), "server: signin: refused", "client_id", p.ClientID, "error", code, "reason", desc)
+	h.redirectTo(w, redirect, url.Values{"error": {code}, "error_description": {desc}, "state": {p.State}})
 }
 
 func (h *Handler) consent(w http.ResponseWriter, p pendingAuth, client Client, action string) {

@@ -83,16 +83,20 @@ func (d *DevAuthenticator) Authenticate(w http.ResponseWriter, r *http.Request, 
 			d.page(w, http.StatusBadRequest, p, email, "Enter a valid e-mail address.")
 			return nil, ErrResponded
 		}
-		exp := d.cfg.Now().Add(d.cfg.Lifetime)
+		now := d.cfg.Now()
 		http.SetCookie(w, &http.Cookie{
-			Name: devCookie, Value: d.sign(email, exp), Path: "/oauth", MaxAge: int(d.cfg.Lifetime / time.Second),
+			Name: devCookie, Value: d.sign(email, now.Add(d.cfg.Lifetime), now), Path: "/oauth", MaxAge: int(d.cfg.Lifetime / time.Second),
 			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: d.cfg.Secure,
 		})
-		return &Identity{Subject: DevSubject(email), Email: email}, nil
+		return &Identity{Subject: DevSubject(email), Email: email, AuthTime: now}, nil
 	}
 	if c, err := r.Cookie(devCookie); err == nil {
-		if email, ok := d.verify(c.Value); ok {
-			return &Identity{Subject: DevSubject(email), Email: email}, nil
+		if email, at, ok := d.verify(c.Value); ok {
+			if !p.AuthenticatedAfter.IsZero() && at.Before(p.AuthenticatedAfter) {
+				d.page(w, http.StatusOK, p, email, "The application asks you to sign in again.")
+				return nil, ErrResponded
+			}
+			return &Identity{Subject: DevSubject(email), Email: email, AuthTime: at}, nil
 		}
 	}
 	d.page(w, http.StatusOK, p, "", "")
@@ -117,9 +121,11 @@ func validEmail(s string) bool {
 	return err == nil && a.Address == s && a.Name == "" && strings.Contains(s[strings.LastIndexByte(s, '@')+1:], ".")
 }
 
-// cookie value: base64url(email) "." expiry-unix "." base64url(hmac)
-func (d *DevAuthenticator) sign(email string, exp time.Time) string {
-	payload := base64.RawURLEncoding.EncodeToString([]byte(email)) + "." + strconv.FormatInt(exp.Unix(), 10)
+// cookie value: base64url(email) "." expiry-unix "." signed-in-unix "."
+// base64url(hmac)
+func (d *DevAuthenticator) sign(email string, exp, signedIn time.Time) string {
+	payload := base64.RawURLEncoding.EncodeToString([]byte(email)) + "." + strconv.FormatInt(exp.Unix(), 10) +
+		"." + strconv.FormatInt(signedIn.Unix(), 10)
 	return payload + "." + d.mac(payload)
 }
 
@@ -129,19 +135,24 @@ func (d *DevAuthenticator) mac(payload string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-func (d *DevAuthenticator) verify(v string) (string, bool) {
+// verify returns the address and sign-in time of a valid, unexpired cookie.
+func (d *DevAuthenticator) verify(v string) (string, time.Time, bool) {
 	i := strings.LastIndexByte(v, '.')
 	if i < 0 || !hmac.Equal([]byte(v[i+1:]), []byte(d.mac(v[:i]))) {
-		return "", false
+		return "", time.Time{}, false
 	}
-	e64, expS, ok := strings.Cut(v[:i], ".")
-	exp, err := strconv.ParseInt(expS, 10, 64)
-	if !ok || err != nil || !d.cfg.Now().Before(time.Unix(exp, 0)) {
-		return "", false
+	parts := strings.Split(v[:i], ".")
+	if len(parts) != 3 {
+		return "", time.Time{}, false
 	}
-	email, err := base64.RawURLEncoding.DecodeString(e64)
+	exp, err1 := strconv.ParseInt(parts[1], 10, 64)
+	at, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || !d.cfg.Now().Before(time.Unix(exp, 0)) {
+		return "", time.Time{}, false
+	}
+	email, err := base64.RawURLEncoding.DecodeString(parts[0])
 	if err != nil || !validEmail(string(email)) {
-		return "", false
+		return "", time.Time{}, false
 	}
-	return string(email), true
+	return string(email), time.Unix(at, 0), true
 }

@@ -226,8 +226,9 @@ func halfHash(alg, token string) string {
 // Connect Core §2, §3.1.3.6), or "" when "openid" was not granted. nonce is
 // the authorization request's ("" on refresh, OpenID Connect Core §12.2:
 // the refresh is not an authentication request). The claims: iss, sub, aud
-// and azp (the client ID), exp, iat, auth_time (the browser sign-in, also
-// on refresh), nonce when given, at_hash, sid (the keyloop login session);
+// and azp (the client ID), exp, iat, auth_time (Identity.AuthTime, else the
+// handler's sign-in step; the same on refresh), nonce when given, at_hash,
+// sid (the keyloop login session);
 // "email" and "email_verified" with the "email" scope, "name" with
 // "profile", each when known.
 func (h *Handler) idTokenFor(rec refreshRecord, scopes []string, nonce, accessToken string, now time.Time) (string, error) {
@@ -244,7 +245,9 @@ func (h *Handler) idTokenFor(rec refreshRecord, scopes []string, nonce, accessTo
 		"exp":     now.Add(h.cfg.IDTokenLifetime).Unix(),
 		"at_hash": halfHash(h.idSigner.algorithm(), accessToken),
 	}
-	if !rec.AuthTime.IsZero() {
+	if at := rec.Identity.AuthTime; !at.IsZero() {
+		c["auth_time"] = at.Unix()
+	} else if !rec.AuthTime.IsZero() {
 		c["auth_time"] = rec.AuthTime.Unix()
 	}
 	if nonce != "" {

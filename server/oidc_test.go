@@ -657,3 +657,76 @@ func TestIDTokenKeyRotation(t *testing.T) {
 		t.Fatalf("/api/me: %d", st)
 	}
 }
+
+// prompt=login and max_age (OpenID Connect Core §3.1.2.1): a remembered
+// dev sign-in that is too old makes the user sign in again, and the ID
+// token's auth_time says when they did; an Authenticator that cannot tell
+// when the user authenticated gets the client login_required.
+func TestPromptLoginAndMaxAge(t *testing.T) {
+	e := newEnv(t, envOpts{configure: func(c *server.Config) { c.IDTokenKey = testRSAKey(t) }})
+	r := newRP(e, "mytool")
+	r.conf.Scopes = []string{"openid"}
+	b := newBrowser(t)
+	first := e.clock.Now().Truncate(time.Second)
+	b.login(r.conf.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())), "ada@example.com", "authorize")
+	e.clock.Advance(10 * time.Minute)
+
+	// flow starts an authorization with extra parameters and returns the
+	// first page the browser lands on and the PKCE verifier.
+	flow := func(opts ...oauth2.AuthCodeOption) (page, string) {
+		v := oauth2.GenerateVerifier()
+		return b.get(r.conf.AuthCodeURL("st", append(opts, oauth2.S256ChallengeOption(v), oidc.Nonce("n"))...)), v
+	}
+	finish := func(p page, v string) map[string]any {
+		t.Helper()
+		if p = b.submit(p, url.Values{"decision": {"authorize"}}); p.status != 200 {
+			t.Fatalf("consent: %d", p.status)
+		}
+		tok, err := r.conf.Exchange(context.Background(), e.lastCallback().Get("code"), oauth2.VerifierOption(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, c := r.idToken(tok)
+		return c
+	}
+	opt := oauth2.SetAuthURLParam
+	if p, v := flow(opt("max_age", "3600")); !strings.Contains(p.body, ">Authorize</button>") {
+		t.Fatalf("max_age=3600 after 10 minutes asked to sign in again:\n%s", p.body)
+	} else if c := finish(p, v); c["auth_time"] != float64(first.Unix()) {
+		t.Fatalf("auth_time %v, want the first sign-in %d", c["auth_time"], first.Unix())
+	}
+	for _, o := range []oauth2.AuthCodeOption{opt("max_age", "60"), opt("prompt", "login"), opt("max_age", "0")} {
+		p, v := flow(o)
+		if !strings.Contains(p.body, `name="email"`) || !strings.Contains(p.body, "sign in again") {
+			t.Fatalf("a too-old sign-in was reused:\n%s", p.body)
+		}
+		e.clock.Advance(time.Second)
+		p = b.submit(p, url.Values{"email": {"ada@example.com"}})
+		if c := finish(p, v); c["auth_time"] != float64(e.clock.Now().Unix()) {
+			t.Fatalf("auth_time %v, want the new sign-in %d", c["auth_time"], e.clock.Now().Unix())
+		}
+		e.clock.Advance(10 * time.Minute)
+	}
+
+	t.Run("an Authenticator that does not know", func(t *testing.T) {
+		e := newOIDCEnv(t, nil)
+		p := newBrowser(t).get(authURL(e, map[string][]string{"scope": {"openid"}, "prompt": {"login"}}))
+		q := e.lastCallback()
+		if p.body != "callback received" || q.Get("error") != "login_required" || q.Get("state") != "st-1" || q.Has("code") {
+			t.Fatalf("callback %v; page %s", q, p.body)
+		}
+	})
+	t.Run("bad max_age", func(t *testing.T) {
+		for _, ma := range []string{"-1", "x", "1.5", "99999999999"} {
+			resp, err := noRedirects().Get(authURL(e, map[string][]string{"max_age": {ma}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if loc.Query().Get("error") != "invalid_request" {
+				t.Errorf("max_age=%s: %q", ma, loc)
+			}
+		}
+	})
+}

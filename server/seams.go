@@ -21,6 +21,13 @@ type Identity struct {
 	// controls Email ("email_verified"). False for DevAuthenticator, which
 	// believes any address.
 	EmailVerified bool
+	// AuthTime is when the user last actually authenticated to the
+	// identity layer (typed a password, used a passkey), as opposed to a
+	// remembered sign-in being reused. Zero means the Authenticator does
+	// not know. It is the ID token's "auth_time" (else the time of the
+	// handler's sign-in step), and what the handler checks against a
+	// client's max_age or prompt=login (SignInPrompt.AuthenticatedAfter).
+	AuthTime time.Time
 	// SessionID is the identity layer's own session (a Clerk session ID),
 	// empty when the identity layer has none. Minters use it to mint and to
 	// decide whether a refresh may mint again.
@@ -58,6 +65,14 @@ type SignInPrompt struct {
 	// an Authenticator's pages look like the rest of the flow. Nil when the
 	// prompt was not made by a Handler (in tests of an Authenticator alone).
 	Render func(w http.ResponseWriter, status int, page string, data any)
+	// AuthenticatedAfter, when not zero, is the oldest authentication the
+	// client accepts (OpenID Connect Core §3.1.2.1: prompt=login asks for
+	// one at or after the authorization request, max_age for one at most
+	// that many seconds old). An Authenticator that remembers an older
+	// sign-in must ask the user to authenticate again and report it in
+	// Identity.AuthTime; the handler answers the client login_required
+	// when the returned Identity's AuthTime is zero or earlier.
+	AuthenticatedAfter time.Time
 }
 
 // Authenticator finds out who the browser user is. It is the seam between the
