@@ -416,8 +416,12 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 // refuseToClient ends the pending authorization id and sends the browser
 // back to the client with an error.
 func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id string, p pendingAuth, code, desc string) {
-	if _, err := h.cfg.State.Take(r.Context(), keyPending+id); err != nil {
+	if _, err := h.cfg.State.Take(r.Context(), keyPending+id); errors.Is(err, ErrStateNotFound) {
 		h.pages.error(w, http.StatusBadRequest, "Login request expired", "This login request has expired or was already used.")
+		return
+	} else if err != nil {
+		h.log.ErrorContext(r.Context(), "server: signin: ending pending authorization", "err", err)
+		h.pages.error(w, http.StatusServiceUnavailable, "Server error", "The server could not reach its login state. Try again in a moment.")
 		return
 	}
 	redirect, err := url.Parse(p.RedirectURI)

@@ -10,12 +10,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -729,4 +731,38 @@ func TestPromptLoginAndMaxAge(t *testing.T) {
 			}
 		}
 	})
+}
+
+// outageStore is a MemoryStateStore whose Gets fail as an unreachable
+// store's do while down is set.
+type outageStore struct {
+	*server.MemoryStateStore
+	down atomic.Bool
+}
+
+func (s *outageStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if s.down.Load() {
+		return nil, fmt.Errorf("dial tcp 127.0.0.1:6379: %w", server.ErrStateUnavailable)
+	}
+	return s.MemoryStateStore.Get(ctx, key)
+}
+
+// Userinfo does not call a token invalid when the revocation check could
+// not be made: 503 temporarily_unavailable, then 200 once the store is back.
+func TestUserInfoStoreOutage(t *testing.T) {
+	var st *outageStore
+	e := newOIDCEnv(t, func(c *server.Config) {
+		st = &outageStore{MemoryStateStore: c.State.(*server.MemoryStateStore)}
+		c.State = st
+	})
+	tok := newRP(e, "mytool").login("n", "openid")
+	st.down.Store(true)
+	code, h, m := userinfoReq(t, e, "GET", "", "Bearer "+tok.AccessToken, "", "")
+	if code != 503 || h.Get("Retry-After") == "" || h.Get("WWW-Authenticate") != "" || m["error"] != "temporarily_unavailable" {
+		t.Fatalf("store down: %d %q %v", code, h.Get("Retry-After"), m)
+	}
+	st.down.Store(false)
+	if code, _, m := userinfoReq(t, e, "GET", "", "Bearer "+tok.AccessToken, "", ""); code != 200 {
+		t.Fatalf("store back: %d %v", code, m)
+	}
 }

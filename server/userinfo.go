@@ -25,6 +25,8 @@ import (
 // Errors follow RFC 6750 §3: no token is 401 with a bare "Bearer"
 // challenge; a refused token is 401 invalid_token; a token without "openid"
 // is 403 insufficient_scope; a malformed request is 400 invalid_request.
+// When the StateStore is unreachable (ErrStateUnavailable) the revocation
+// check cannot be made: 503 temporarily_unavailable with Retry-After.
 func (h *Handler) userInfo(w http.ResponseWriter, r *http.Request) {
 	challenge := func(status int, code, desc string) {
 		v := "Bearer"
@@ -80,6 +82,13 @@ func (h *Handler) userInfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := h.verifier.Verify(r.Context(), tok)
+	if errors.Is(err, ErrStateUnavailable) {
+		// The revocation check could not be made: not the token's fault.
+		h.log.ErrorContext(r.Context(), "server: userinfo: revocation check", "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, oauthError{Code: "temporarily_unavailable", Desc: "the server cannot check revocations right now; retry shortly"})
+		return
+	}
 	if err != nil {
 		desc := "the access token is invalid or expired"
 		if errors.Is(err, ErrTokenRevoked) {
