@@ -766,3 +766,36 @@ func TestUserInfoStoreOutage(t *testing.T) {
 		t.Fatalf("store back: %d %v", code, m)
 	}
 }
+
+// The device flow grants scopes as the code flow does: with "openid" the
+// token response carries an ID token (without nonce: RFC 8628 has none),
+// here verified by go-oidc after an x/oauth2 device login.
+func TestDeviceFlowIDToken(t *testing.T) {
+	e := deviceEnv(t, func(c *server.Config) {
+		c.IDTokenKey = testRSAKey(t)
+		c.Authenticator = fixedAuthenticator{grace}
+	})
+	r := newRP(e, "mytool")
+	if r.conf.Endpoint.DeviceAuthURL != e.issuer+server.DeviceAuthorizationPath {
+		t.Fatalf("discovered device endpoint %q", r.conf.Endpoint.DeviceAuthURL)
+	}
+	r.conf.Scopes = []string{"openid", "email", "unknown"}
+	da, err := r.conf.DeviceAuth(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newBrowser(t).decideDevice(deviceAuth{VerificationURI: da.VerificationURI, UserCode: da.UserCode}, "", "authorize")
+	da.Interval = 1 // approved before the first poll: no need to wait long
+	tok, err := r.conf.DeviceAccessToken(context.Background(), da)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, c := r.idToken(tok)
+	if id.Subject != "user-grace" || id.Nonce != "" || c["email"] != "grace@example.com" || tok.Extra("scope") != "openid email" {
+		t.Fatalf("claims %v, scope %q", c, tok.Extra("scope"))
+	}
+	st, m, _ := e.postForm(server.DeviceAuthorizationPath, url.Values{"client_id": {"mytool"}, "scope": {"openid \"x\""}})
+	if st != 400 || m["error"] != "invalid_scope" {
+		t.Fatalf("malformed scope: %d %v", st, m)
+	}
+}
