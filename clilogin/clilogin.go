@@ -22,9 +22,19 @@
 // is sent to a clean /done URL (the code leaves the address bar) that shows a
 // self-contained success or failure page, customizable with Config.Pages.
 //
+// Refresh tokens rotate, so a refresh's answer holds the only live one: it is
+// saved before the new access token is verified, the token request finishes
+// even when the caller's ctx ends, and a refresh token the server refused
+// (invalid_grant) marks the login ended in the store, so no process sends
+// it again (see Token).
+//
 // Errors callers act on are sentinels (ErrNotLoggedIn, ErrLoginRequired,
-// ErrAccessDenied, ErrStateMismatch, …) usable with errors.Is; a login that
-// times out or is canceled returns an error wrapping ctx.Err(). No error,
+// ErrLoginEnded, ErrStorage, ErrServerUnreachable, ErrAccessDenied,
+// ErrStateMismatch, …) usable with errors.Is; a login that times out or is
+// canceled returns an error wrapping ctx.Err(). A store that cannot be read
+// is never reported as "not logged in", and a server that does not answer
+// is named with the endpoint and how long it was given. What a CLI prints
+// for an error is Message(err): a sentence, not an error chain. No error,
 // and nothing printed, ever contains a token, a refresh token or an
 // authorization code.
 package clilogin
