@@ -203,6 +203,11 @@ func browserLogin(t *testing.T, m *mytoolEnv, email, button string) (stderr stri
 	go func() { done <- cmd.Wait() }()
 
 	authURL := m.openedURL(t)
+	// mytool printed the URL before it ran $BROWSER; the copy from its
+	// stderr pipe into errBuf may still be on its way.
+	for deadline := time.Now().Add(10 * time.Second); !codeRE.MatchString(errBuf.String()) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !strings.Contains(errBuf.String(), authURL) {
 		t.Errorf("the URL was not printed before the browser was opened; stderr:\n%s", errBuf.String())
 	}
