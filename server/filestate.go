@@ -28,8 +28,14 @@ type FileStateConfig struct {
 // state, never a mix. Expired entries are not written back.
 //
 // It is safe for concurrent use within one process; two processes must not
-// share one file. It suits development and small single-instance backends;
-// several instances need a shared StateStore.
+// share one file. Every change rewrites and syncs the whole file, so its
+// cost grows with the number of live logins (about 2 µs per entry, and each
+// login keeps entries for up to RefreshTokenMaxLifetime).
+//
+// Deprecated: use server/boltstate, whose cost per change does not grow
+// with the number of logins; boltstate.MigrateFileState moves the logins of
+// an existing file into it. FileStateStore stays for programs that cannot
+// take the bbolt dependency.
 type FileStateStore struct {
 	mem  *MemoryStateStore
 	path string
@@ -84,6 +90,30 @@ func NewFileStateStore(cfg FileStateConfig) (*FileStateStore, error) {
 		}
 	}
 	return s, nil
+}
+
+// StateEntry is one unexpired entry of a StateStore with its absolute
+// expiry, as FileStateStore.Entries returns them for moving to another
+// store.
+type StateEntry struct {
+	Key     string
+	Value   []byte
+	Expires time.Time
+}
+
+// Entries returns a copy of the unexpired entries, in no particular order,
+// for moving them to another store (boltstate.MigrateFileState).
+func (s *FileStateStore) Entries() []StateEntry {
+	now := s.mem.now()
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	out := make([]StateEntry, 0, len(s.mem.m))
+	for k, e := range s.mem.m {
+		if now.Before(e.expires) {
+			out = append(out, StateEntry{Key: k, Value: append([]byte{}, e.value...), Expires: e.expires})
+		}
+	}
+	return out
 }
 
 // Put implements StateStore.

@@ -35,6 +35,12 @@
 //
 //	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL] [-audience URI]
 //
+// The login state (pending sign-ins, codes, refresh tokens, revocations) is
+// kept in DIR/state.db, a bbolt file (server/boltstate), so logins survive a
+// restart; one backend process per -data directory. A state.json left there
+// by earlier versions is moved into state.db at start and deleted; when both
+// hold logins the backend refuses to start and says which to move away.
+//
 // The first line on stdout is "keyloop backend listening on http://HOST:PORT";
 // that URL is the issuer CLIs are configured with.
 package main
@@ -60,6 +66,7 @@ import (
 	"time"
 
 	"github.com/keyloop/keyloop/server"
+	"github.com/keyloop/keyloop/server/boltstate"
 	"github.com/keyloop/keyloop/server/clerk"
 )
 
@@ -183,11 +190,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 
-	// Logins survive a restart: the handler's state is kept under -data.
-	state, err := server.NewFileStateStore(server.FileStateConfig{Path: filepath.Join(*data, "state.json")})
+	// Logins survive a restart: the handler's state is kept under -data, in
+	// a bbolt file; the state.json of earlier versions is moved into it.
+	state, err := openState(ctx, *data, logger)
 	if err != nil {
 		return err
 	}
+	defer state.Close()
 	// ID tokens are signed RS256 (what every OpenID client accepts): with
 	// the -keys set's active RS256 key when it has one (shared and rotated
 	// like the access-token keys), else with an RSA key kept under -data,
@@ -238,6 +247,26 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// openState opens the login state under dataDir (state.db) and moves into
+// it the logins of a state.json that an earlier version kept there (a
+// server.FileStateStore file, then deleted). When both files hold logins it
+// refuses to start and says which file to move away.
+func openState(ctx context.Context, dataDir string, logger *slog.Logger) (*boltstate.Store, error) {
+	state, err := boltstate.Open(boltstate.Config{Path: filepath.Join(dataDir, "state.db"), Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	n, err := boltstate.MigrateFileState(ctx, state, filepath.Join(dataDir, "state.json"))
+	if err != nil {
+		state.Close()
+		return nil, err
+	}
+	if n > 0 {
+		logger.Info("backend: moved the logins of state.json into state.db", "entries", n, "data", dataDir)
+	}
+	return state, nil
 }
 
 // devMode builds the dev authenticator and the self-signed minter. The

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"html"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -201,4 +204,101 @@ func submit(t *testing.T, c *http.Client, p page, fields url.Values) page {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return page{resp.Request.URL, string(b)}
+}
+
+// startOldBackend serves what earlier versions of this backend served on
+// addr, with their state in data/state.json (a server.FileStateStore), and
+// returns its issuer and a func that stops it.
+func startOldBackend(t *testing.T, addr, data string) (string, func()) {
+	t.Helper()
+	issuer := "http://" + addr
+	authn, minter, _, err := devMode(data, "", issuer, "", 168*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := server.NewFileStateStore(server.FileStateConfig{Path: filepath.Join(data, "state.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := server.New(server.Config{State: state, Issuer: issuer, Clients: []server.Client{{ID: "mytool", Name: "mytool"}},
+		Authenticator: authn, Minter: minter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(server.MetadataPath, h)
+	mux.Handle("/oauth/", h)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	stop := func() { srv.Close(); h.Close() }
+	t.Cleanup(stop)
+	return issuer, stop
+}
+
+// Upgrading from a backend that kept its state in state.json: the logins
+// move into state.db, so a refresh token issued before the upgrade
+// refreshes after it (and stays single-use), and state.json is gone.
+func TestBackendMigratesStateJSON(t *testing.T) {
+	addr, data := freeAddr(t), t.TempDir()
+	issuer, stopOld := startOldBackend(t, addr, data)
+	conf, tok := thirdPartyLogin(t, issuer, "grace@example.com")
+	stopOld()
+	if _, err := os.Stat(filepath.Join(data, "state.json")); err != nil {
+		t.Fatalf("the old backend left no state.json: %v", err)
+	}
+
+	issuer2, _ := startRun(t, "-addr", addr, "-data", data)
+	if issuer2 != issuer {
+		t.Fatalf("issuer changed across the upgrade: %s, %s", issuer, issuer2)
+	}
+	if _, err := os.Stat(filepath.Join(data, "state.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state.json is still there after the migration (%v)", err)
+	}
+	if st, err := os.Stat(filepath.Join(data, "state.db")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state.db: %v %v; want mode 0600", err, st)
+	}
+	fresh := refresh(t, conf, tok)
+	// Single use carries over: past the one retry the grace period allows,
+	// the rotated-away token is refused.
+	old := *tok
+	old.Expiry = time.Now().Add(-time.Minute)
+	if retry, err := conf.TokenSource(context.Background(), &old).Token(); err != nil || retry.RefreshToken != fresh.RefreshToken {
+		t.Fatalf("retry within the grace period: %v", err)
+	}
+	if _, err := conf.TokenSource(context.Background(), &old).Token(); err == nil {
+		t.Fatal("a spent refresh token refreshed again after the migration")
+	}
+}
+
+// A state.json next to a state.db that already holds logins is refused,
+// not merged: the backend does not start, says which file to move, and
+// changes neither.
+func TestBackendRefusesStateJSONNextToLogins(t *testing.T) {
+	addr, data := freeAddr(t), t.TempDir()
+	issuer, stop := startRun(t, "-addr", addr, "-data", data)
+	thirdPartyLogin(t, issuer, "grace@example.com")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := server.NewFileStateStore(server.FileStateConfig{Path: filepath.Join(data, "state.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Put(context.Background(), "keyloop:rt:x", []byte("{}"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(data, "state.json"))
+
+	err = run(context.Background(), []string{"-addr", addr, "-data", data}, io.Discard)
+	jsonPath := filepath.Join(data, "state.json")
+	if err == nil || !strings.Contains(err.Error(), "move "+jsonPath+" away") {
+		t.Fatalf("run with both state files: %v; want a refusal naming %s", err, jsonPath)
+	}
+	if after, _ := os.ReadFile(jsonPath); string(after) != string(before) {
+		t.Fatal("the refused state.json changed")
+	}
 }
