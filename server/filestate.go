@@ -96,8 +96,11 @@ func NewFileStateStore(cfg FileStateConfig) (*FileStateStore, error) {
 // expiry, as FileStateStore.Entries returns them for moving to another
 // store.
 type StateEntry struct {
-	Key     string
-	Value   []byte
+	// Key is the entry's key.
+	Key string
+	// Value is the stored value.
+	Value []byte
+	// Expires is when the entry expires (its TTL ends).
 	Expires time.Time
 }
 

@@ -79,8 +79,9 @@ type Store struct {
 	sweepVisited atomic.Int64 // index entries the sweeps visited (tests)
 }
 
-// ErrClosed is wrapped by the methods of a Store that was closed.
-var ErrClosed = errors.New("boltstate: store closed")
+// ErrClosed is wrapped by the methods of a Store that was closed. It wraps
+// server.ErrStateUnavailable.
+var ErrClosed = fmt.Errorf("boltstate: store closed: %w", server.ErrStateUnavailable)
 
 // ErrConflict is returned by MigrateFileState when the Store already holds
 // entries that did not come from the file being migrated.
@@ -368,8 +369,12 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 
 // Entry is one entry with its absolute expiry, for Import.
 type Entry struct {
-	Key     string
-	Value   []byte
+	// Key is the entry's key, as given to Put.
+	Key string
+	// Value is stored as is.
+	Value []byte
+	// Expires is when the entry stops existing; an entry whose Expires has
+	// passed is skipped.
 	Expires time.Time
 }
 
@@ -493,7 +498,7 @@ func (s *Store) do(ctx context.Context, o *op) error {
 		}
 	case <-t.C:
 		if o.state.CompareAndSwap(opQueued, opCanceled) {
-			return fmt.Errorf("the state file %s did not accept the change within %v", s.path, s.callTimeout)
+			return fmt.Errorf("%w: the state file %s did not accept the change within %v", server.ErrStateUnavailable, s.path, s.callTimeout)
 		}
 	}
 	<-o.done
@@ -546,6 +551,9 @@ func (s *Store) commit(batch []*op) {
 		}
 		return nil
 	})
+	if err != nil {
+		err = fmt.Errorf("%w: writing %s: %w", server.ErrStateUnavailable, s.path, err)
+	}
 	for _, o := range live {
 		if err != nil {
 			o.err, o.value, o.found, o.n = err, nil, false, 0

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyloop/keyloop/server"
 	"github.com/keyloop/keyloop/server/boltstate"
+	"github.com/keyloop/keyloop/server/statetest"
 )
 
 // clock is a settable clock safe for concurrent use.
@@ -142,8 +143,8 @@ func TestClosedStoreSaysSo(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := s.Get(ctx, "k"); !errors.Is(err, boltstate.ErrClosed) {
-		t.Errorf("Get after Close: %v; want ErrClosed", err)
+	if _, err := s.Get(ctx, "k"); !errors.Is(err, boltstate.ErrClosed) || !errors.Is(err, server.ErrStateUnavailable) {
+		t.Errorf("Get after Close: %v; want ErrClosed, a server.ErrStateUnavailable", err)
 	}
 	if _, err := s.Take(ctx, "k"); !errors.Is(err, boltstate.ErrClosed) {
 		t.Errorf("Take after Close: %v; want ErrClosed", err)
@@ -285,4 +286,10 @@ func writeUntilKilled(path string) {
 			printed++
 		}
 	}
+}
+
+func TestConformance(t *testing.T) {
+	statetest.Run(t, func(t *testing.T) server.StateStore {
+		return open(t, boltstate.Config{Path: filepath.Join(t.TempDir(), "state.db"), SweepInterval: 100 * time.Millisecond})
+	})
 }
