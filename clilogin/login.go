@@ -129,7 +129,8 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	}
 	srv := &http.Server{
 		Handler: fl, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: log.New(io.Discard, "", 0),
+		ErrorLog:    log.New(io.Discard, "", 0),
+		ConnContext: withConn, ConnState: fl.connState,
 	}
 	sniff := &sniffListener{Listener: ln, tls: make(chan struct{})}
 	go func() { _ = srv.Serve(sniff) }()
@@ -142,6 +143,12 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 			t := time.NewTimer(donePageWait)
 			select {
 			case <-fl.served:
+				// The page is delivered and its connection closed; what
+				// else is open (a browser's idle or speculative
+				// connections) is not worth waiting for.
+				t.Stop()
+				_ = srv.Close()
+				return
 			case <-ctx.Done():
 			case <-t.C:
 			}
@@ -508,8 +515,31 @@ type flow struct {
 
 	mu         sync.Mutex
 	res        *result       // the outcome shown at /done, once known
-	served     chan struct{} // closed when /done has been served
+	doneConn   net.Conn      // the connection the outcome was shown on
+	served     chan struct{} // closed when doneConn is closed: the page is fully sent
 	servedOnce sync.Once
+}
+
+type connKey struct{}
+
+// withConn keeps each request's connection in its context, for serveDone.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// connState closes served when the server has closed the connection the
+// outcome page went out on (it answers Connection: close): the page has
+// then been written in full, and the listener can go without waiting.
+func (f *flow) connState(c net.Conn, s http.ConnState) {
+	if s != http.StateClosed && s != http.StateHijacked {
+		return
+	}
+	f.mu.Lock()
+	done := f.doneConn != nil && f.doneConn == c
+	f.mu.Unlock()
+	if done {
+		f.servedOnce.Do(func() { close(f.served) })
+	}
 }
 
 // judge decides what a callback's query means: nil with a status and message
@@ -568,7 +598,7 @@ func (f *flow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == donePath {
-		f.serveDone(w)
+		f.serveDone(w, r)
 		return
 	}
 	cb, status, msg := f.judge(r.URL.Query())
@@ -615,9 +645,12 @@ func (f *flow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveDone shows the login's outcome, once known, at the clean URL.
-func (f *flow) serveDone(w http.ResponseWriter) {
+func (f *flow) serveDone(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	res := f.res
+	if res != nil {
+		f.doneConn, _ = r.Context().Value(connKey{}).(net.Conn)
+	}
 	f.mu.Unlock()
 	if res == nil {
 		f.failPage(w, http.StatusNotFound, "Not found", "There is nothing here yet; finish signing in first.")
@@ -625,7 +658,6 @@ func (f *flow) serveDone(w http.ResponseWriter) {
 	}
 	w.Header().Set("Connection", "close") // the listener shuts down next
 	writeResult(w, f.pages, f.app, *res)
-	f.servedOnce.Do(func() { close(f.served) })
 }
 
 // errorCode names a failed login's cause for the /done URL and the page.
