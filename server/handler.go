@@ -64,9 +64,9 @@ type Handler struct {
 }
 
 // CheckAccessTokener is implemented by minters that want to refuse some
-// verified access tokens beyond the standard checks (server/clerk requires
-// a JWT template's "cat" claim, for instance). RequireToken calls it after
-// signature, issuer, audience and time checks have passed.
+// verified access tokens beyond the standard checks (server/clerk accepts
+// only tokens of its own JWT template, for instance). RequireToken calls it
+// after signature, issuer, audience and time checks have passed.
 type CheckAccessTokener interface {
 	CheckAccessToken(header map[string]any, claims map[string]any) error
 }

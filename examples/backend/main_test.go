@@ -165,6 +165,14 @@ func TestBackendClerkMode(t *testing.T) {
 	if code := get(browserTok); code != 401 {
 		t.Fatalf("/api/me with a browser-minted template token: %d; want 401", code)
 	}
+	// The same, asked for without an Origin: Clerk leaves azp out.
+	noOriginTok, err := fake.FrontendTemplateToken(sess.ID, "cli", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := get(noOriginTok); code != 401 {
+		t.Fatalf("/api/me with a template token minted through the Frontend API without Origin: %d; want 401", code)
+	}
 	if code, err := fake.SendWebhook(ctx, issuer+"/webhooks/clerk", "user.deleted", map[string]any{"id": user.ID, "object": "user", "deleted": true}); err != nil || code != 200 {
 		t.Fatalf("webhook: %d, %v", code, err)
 	}

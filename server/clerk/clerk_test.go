@@ -878,6 +878,9 @@ func TestCheckAccessToken(t *testing.T) {
 	}{
 		{"Backend API token of the CLI template", minted.AccessToken, nil},
 		{"browser-minted token of the CLI template (azp)", must(e.fake.FrontendTemplateToken(e.sess.ID, "cli", pageOrigin)), clerk.ErrTemplateToken},
+		// Clerk leaves azp out when the Frontend API request has no Origin;
+		// the template's own lifetime (60 s) still tells it from Mint's.
+		{"token of the CLI template minted through the Frontend API without Origin", must(e.fake.FrontendTemplateToken(e.sess.ID, "cli", "")), clerk.ErrTemplateToken},
 		{"token of another template", must(e.fake.TemplateToken(e.sess.ID, "supabase", time.Hour)), clerk.ErrTemplateToken},
 		{"session token", must(e.fake.SessionToken(e.sess.ID, pageOrigin, nil)), clerk.ErrTemplateToken},
 		{"session token without cat", must(e.fake.SessionToken(e.sess.ID, pageOrigin, func(_ jwt.MapClaims, h map[string]any) { h["cat"] = nil })), clerk.ErrTemplateToken},

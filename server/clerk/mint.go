@@ -178,7 +178,12 @@ func (p *Provider) KeyInfo() server.KeyInfo {
 //     "at+jwt"), and any "cat" header but the template or ignore category;
 //   - template tokens minted by a browser through the Frontend API
 //     (Clerk.session.getToken({template})): they carry "azp" and the
-//     template's own lifetime, and skipped keyloop's consent;
+//     template's own lifetime, and skipped keyloop's consent. Clerk leaves
+//     "azp" out when the Frontend API request has no Origin (a native app,
+//     a script outside a browser); such a token cannot be told from Mint's
+//     but for its lifetime (exp - iat): the template's own, which
+//     CheckSetup keeps at most MaxTemplateLifetime, so while TokenLifetime
+//     is longer, a token living at most MaxTemplateLifetime is refused;
 //   - tokens of the instance's other JWT templates: TemplateClaim must be
 //     the configured template's name;
 //   - tokens with an "act" claim (impersonation) unless
@@ -198,6 +203,9 @@ func (p *Provider) CheckAccessToken(header, claims map[string]any) error {
 	if _, ok := claims["azp"]; ok {
 		return fmt.Errorf("%w: a JWT template token minted by a browser (it carries azp) is not an access token", ErrTemplateToken)
 	}
+	if life, ok := lifetime(claims); ok && p.cfg.TokenLifetime > MaxTemplateLifetime && life <= MaxTemplateLifetime {
+		return fmt.Errorf("%w: a JWT template token that lives %v, the template's own lifetime, was minted through the Frontend API, not by keyloop (%v)", ErrTemplateToken, life, p.cfg.TokenLifetime)
+	}
 	if v, _ := claims[TemplateClaim].(string); v != p.cfg.JWTTemplate {
 		return fmt.Errorf("%w: not a token of the JWT template %q (no matching %s claim)", ErrTemplateToken, p.cfg.JWTTemplate, TemplateClaim)
 	}
@@ -208,6 +216,26 @@ func (p *Provider) CheckAccessToken(header, claims map[string]any) error {
 		return fmt.Errorf("%w: no exp", ErrMissingClaim)
 	}
 	return nil
+}
+
+// lifetime returns exp - iat, when both are numbers.
+func lifetime(claims map[string]any) (time.Duration, bool) {
+	num := func(k string) (float64, bool) {
+		switch v := claims[k].(type) {
+		case float64:
+			return v, true
+		case json.Number:
+			f, err := v.Float64()
+			return f, err == nil
+		}
+		return 0, false
+	}
+	exp, ok1 := num("exp")
+	iat, ok2 := num("iat")
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	return time.Duration(exp-iat) * time.Second, true
 }
 
 // jwtClaims decodes a compact JWT's claims without verifying them; callers

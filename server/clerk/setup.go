@@ -15,7 +15,8 @@ import (
 // accepts. Mint always sends expires_in_seconds, so the template's own
 // lifetime only bounds the tokens a signed-in browser can mint from it
 // through the Frontend API, without keyloop's consent: keep it at Clerk's
-// default (60 seconds).
+// default (60 seconds). While Config.TokenLifetime is longer,
+// CheckAccessToken refuses tokens that live MaxTemplateLifetime or less.
 const MaxTemplateLifetime = 5 * time.Minute
 
 // CheckSetup reads the instance's JWT templates through the Backend API and
