@@ -21,6 +21,10 @@
 // loopback listener keeps waiting; whichever arrives first wins. The browser
 // is sent to a clean /done URL (the code leaves the address bar) that shows a
 // self-contained success or failure page, customizable with Config.Pages.
+// Where no browser can open and nothing can be pasted back (CI, no
+// terminal), or with Config.Device, it uses the device flow (RFC 8628)
+// instead: it prints a short URL and a code, the user approves on any other
+// device, and Login polls the server until then.
 //
 // Refresh tokens rotate, so a refresh's answer holds the only live one: it is
 // saved before the new access token is verified, the token request finishes
@@ -129,6 +133,18 @@ type Config struct {
 	// (SSH, or no display on Linux) when neither OpenBrowser nor $BROWSER is
 	// set.
 	NoBrowser bool
+	// Device chooses when Login uses the device authorization grant (RFC
+	// 8628) instead of the browser: it prints a short URL and a code, the
+	// user approves on any device (a phone, another computer), and Login
+	// polls the server. DeviceAlways always uses it ("mytool login
+	// --device"); DeviceNever never does. The zero value, DeviceAuto, uses
+	// it only when a browser login cannot finish here and the server offers
+	// it (device_authorization_endpoint in its metadata): no browser will be
+	// opened (a headless session, see NoBrowser, with neither OpenBrowser
+	// nor $BROWSER set; NoBrowser itself asks for paste mode and keeps it)
+	// and nobody can paste the URL back (Stdin is nil and os.Stdin is not a
+	// terminal, or $CI is set as CI services do).
+	Device DeviceMode
 	// Stdin is where paste mode reads the pasted URL, one per line. Nil
 	// means os.Stdin when it is a terminal or a pipe; otherwise (a file,
 	// /dev/null, closed) paste mode only prints the URL and waits for the
@@ -197,6 +213,10 @@ type Client struct {
 	cached       *tokenstore.Record // last record read or written, never modified
 	unsaved      *tokenstore.Record // a rotated login the store refused; it overrides the stored one
 	retryRefresh time.Time          // no refresh attempt before this, after a failure
+
+	// wait sleeps between device flow polls; nil means a timer. Tests
+	// replace it.
+	wait func(ctx context.Context, d time.Duration) error
 }
 
 // refreshRetryDelay is how long a Client waits after a failed refresh before
@@ -236,6 +256,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Pages != nil && (cfg.Pages.Lookup("success") == nil || cfg.Pages.Lookup("failure") == nil) {
 		return nil, fmt.Errorf("%w: Pages must define the templates \"success\" and \"failure\"", ErrInvalidConfig)
+	}
+	if cfg.Device < DeviceAuto || cfg.Device > DeviceNever {
+		return nil, fmt.Errorf("%w: unknown Device mode %d", ErrInvalidConfig, cfg.Device)
 	}
 	if cfg.Terminal < TerminalAuto || cfg.Terminal > TerminalPlain {
 		return nil, fmt.Errorf("%w: unknown Terminal mode %d", ErrInvalidConfig, cfg.Terminal)

@@ -33,6 +33,8 @@ type metadata struct {
 	AccessTokenIssuer   string `json:"access_token_issuer"`
 	AccessTokenAudience string `json:"access_token_audience"`
 	AccessTokenJWKSURI  string `json:"access_token_jwks_uri"`
+	// RFC 8628: where the device flow starts; empty when not offered.
+	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
 }
 
 // metadataURLs returns where the metadata of issuer may be: the RFC 8414 §3.1
@@ -117,6 +119,7 @@ func (c *Client) checkMetadata(md *metadata) error {
 	for _, e := range []struct{ name, u string }{
 		{"revocation_endpoint", md.RevocationEndpoint},
 		{"access_token_jwks_uri", md.AccessTokenJWKSURI},
+		{"device_authorization_endpoint", md.DeviceAuthorizationEndpoint},
 	} {
 		if e.u == "" {
 			continue

@@ -146,6 +146,33 @@ func ExampleClient_Login_paste() {
 	fmt.Println("Logged in as", sess.Account)
 }
 
+// A login on a machine without a browser (a CI runner, a TV-like console):
+// the device flow prints a URL and a code, the user approves on their phone,
+// and Login returns once the server says so. With DeviceAuto (the zero
+// value) Login picks it by itself where no browser can open and nothing can
+// be pasted back.
+func ExampleClient_Login_device() {
+	client, err := clilogin.New(clilogin.Config{
+		Issuer: "http://127.0.0.1:8787", ClientID: "mytool", AppName: "mytool",
+		Device: clilogin.DeviceAlways,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	sess, err := client.Login(ctx)
+	switch {
+	case errors.Is(err, clilogin.ErrAccessDenied), errors.Is(err, clilogin.ErrDeviceCodeExpired):
+		log.Fatal(clilogin.Message(err)) // "The sign-in was denied on the other device, …"
+	case err != nil:
+		log.Fatal(clilogin.Message(err))
+	}
+	fmt.Println("Logged in as", sess.Account)
+}
+
 // A CLI's "status" command reads the stored login without any network call.
 // With an in-memory store nothing is stored yet, so the user is told to log
 // in.

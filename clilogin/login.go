@@ -73,6 +73,19 @@ const callbackPath = "/callback"
 // upgraded the loopback URL to https), Login says so in one line and
 // suggests paste mode.
 //
+// Device flow (RFC 8628), with Config.Device, or automatically where a
+// browser login cannot finish (see Config.Device for the rule): no listener
+// and no browser. Login asks the server's device_authorization_endpoint for
+// a code, prints the verification URL, the user code and, when the server
+// gives one, the URL that carries the code, then polls the token endpoint
+// every interval the server asked for (5 s more after each slow_down; longer,
+// up to a minute, while the server does not answer) until the user approves
+// or denies on another device, the code expires or ctx ends. The tokens are
+// verified and stored exactly as after a browser sign-in. Its errors wrap
+// ErrDeviceFlow, plus ErrAccessDenied on denial, ErrDeviceCodeExpired when
+// the code expired, ErrDeviceUnsupported when DeviceAlways meets a server
+// without the endpoint.
+//
 // A login that replaces a stored one (same profile, server and client)
 // revokes the previous grant at the server once the new one is stored,
 // best effort and within 5 seconds, and prints a line to Stdout when that
@@ -106,6 +119,12 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	md, err := c.discover(ctx)
 	if err != nil {
 		return nil, c.ctxErr(ctx, err)
+	}
+	if device, err := c.wantsDevice(md); err != nil || device {
+		if err != nil {
+			return nil, err
+		}
+		return c.deviceLogin(ctx, st, md)
 	}
 	ln, err := c.listen(ctx)
 	if err != nil {
@@ -306,6 +325,13 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 		return nil, &userError{msg: "clilogin: exchange the authorization code: " + stripPrefixes(err.Error()),
 			user: "The sign-in could not be completed. " + Message(err), errs: []error{err}}
 	}
+	return c.completeLogin(ctx, st, md, tok)
+}
+
+// completeLogin verifies a token response from the token endpoint and stores it as
+// the login, for every way of logging in (the browser's code, the device
+// flow).
+func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *metadata, tok *tokenResponse) (*Session, error) {
 	aud := c.cfg.Audience
 	if aud == "" {
 		aud = md.AccessTokenAudience

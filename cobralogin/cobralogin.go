@@ -219,20 +219,32 @@ func (m message) UserMessage() string { return m.text }
 func (m message) Unwrap() error       { return m.err }
 
 func (c *Commands) loginCommand() *cobra.Command {
-	var noBrowser bool
+	var noBrowser, device bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "login",
-		Short: "Sign in through your browser",
+		Short: "Sign in through your browser, or on another device with --device",
 		Long: "Opens your browser to sign in and stores the resulting token in your OS keychain.\n\n" +
 			"Over SSH, in a container or without a display (detected automatically, or with --no-browser),\n" +
 			"open the printed URL on any machine, sign in, and paste back the address of the page\n" +
-			"the browser ends on (http://127.0.0.1:…/callback?…), even if that page fails to load.",
+			"the browser ends on (http://127.0.0.1:…/callback?…), even if that page fails to load.\n\n" +
+			"With --device, it prints a short URL and a code instead: open the URL on any device (a phone,\n" +
+			"another computer), enter the code, sign in and approve; the login finishes here by itself.\n" +
+			"This is used automatically when the server offers it, no browser can be opened here and\n" +
+			"nothing can be pasted back (no terminal on stdin, or $CI is set).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := c.ClientConfig()
 			cfg.Stdout = cmd.ErrOrStderr()
+			if device && noBrowser {
+				return message{err: errors.New("cobralogin: --device and --no-browser together"),
+					text: "--device and --no-browser do not go together: --device signs in on another device with a code, " +
+						"--no-browser pastes back the address a browser ends on. Choose one."}
+			}
 			cfg.NoBrowser = cfg.NoBrowser || noBrowser
+			if device {
+				cfg.Device = clilogin.DeviceAlways
+			}
 			client, err := c.cfg.NewClient(cfg)
 			if err != nil {
 				return err
@@ -245,6 +257,10 @@ func (c *Commands) loginCommand() *cobra.Command {
 				// the user; a server that did not answer says so itself.
 				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil && cmd.Context().Err() == nil &&
 					!errors.Is(err, clilogin.ErrServerUnreachable) {
+					if errors.Is(err, clilogin.ErrDeviceFlow) {
+						return message{err: err, text: fmt.Sprintf("No approval arrived within %s (--timeout). Run `%s --device` again "+
+							"and approve the code on the other device in time.", timeout, c.LoginHint())}
+					}
 					return message{err: err, text: fmt.Sprintf("No sign-in arrived within %s (--timeout). Run `%s` again and finish signing in in time; "+
 						"if the browser runs on another machine (SSH, container), add --no-browser and paste the address the browser ends on.",
 						timeout, c.LoginHint())}
@@ -259,7 +275,8 @@ func (c *Commands) loginCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "do not open a browser: open the printed URL on any machine, then paste the address it ends on")
-	cmd.Flags().DurationVar(&timeout, "timeout", c.cfg.LoginTimeout, "how long to wait for the browser sign-in")
+	cmd.Flags().BoolVar(&device, "device", false, "sign in on another device: print a URL and a code to enter there (RFC 8628 device flow)")
+	cmd.Flags().DurationVar(&timeout, "timeout", c.cfg.LoginTimeout, "how long to wait for the sign-in")
 	return cmd
 }
 

@@ -167,6 +167,20 @@ func TestLoginFlags(t *testing.T) {
 			t.Errorf("exit %d, NoBrowser %v, stderr %q", code, got.NoBrowser, errOut)
 		}
 	})
+	t.Run("--device", func(t *testing.T) {
+		root := &cobra.Command{Use: "mytool"}
+		var got clilogin.Config
+		Add(root, Config{Login: clilogin.Config{Issuer: "https://api.example", ClientID: "mytool", AppName: "mytool"},
+			NewClient: func(cfg clilogin.Config) (*clilogin.Client, error) { got = cfg; return nil, errors.New("stop here") }})
+		if _, errOut, code := run(root, "login", "--device"); code != 1 || got.Device != clilogin.DeviceAlways || got.NoBrowser {
+			t.Errorf("exit %d, Device %v, NoBrowser %v, stderr %q", code, got.Device, got.NoBrowser, errOut)
+		}
+		got = clilogin.Config{}
+		_, errOut, code := run(root, "login", "--device", "--no-browser")
+		if code != 1 || got.ClientID != "" || !strings.Contains(errOut, "--device and --no-browser do not go together") {
+			t.Errorf("--device --no-browser: exit %d, stderr %q", code, errOut)
+		}
+	})
 	t.Run("a server that does not answer is named, not a login timeout", func(t *testing.T) {
 		// A socket that accepts and never replies.
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))

@@ -21,7 +21,7 @@ func ExampleAdd() {
 		fmt.Printf("%-7s %s\n", c.Name(), c.Short)
 	}
 	// Output:
-	// login   Sign in through your browser
+	// login   Sign in through your browser, or on another device with --device
 	// logout  Sign out: revoke the token at the server and remove it from this machine
 	// status  Show who is signed in, until when, and where the token is kept
 	// token   Print a valid access token, refreshing it first when needed

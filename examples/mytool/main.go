@@ -2,6 +2,7 @@
 //
 //	mytool login      # opens the browser, stores a verified token in the keychain
 //	mytool login --no-browser  # over SSH: open the URL anywhere, paste back where the browser ended
+//	mytool login --device      # no browser here: enter a short code on any other device
 //	mytool status     # who is signed in, until when, where the token is kept
 //	mytool token      # prints a valid access token (refreshed when needed)
 //	mytool api /api/me
