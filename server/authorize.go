@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -215,8 +216,9 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		Scopes: scopes, Nonce: nonce, AuthAfter: authAfter,
 	}
 	if err := h.putJSON(ctx, keyPending+id, p, h.cfg.PendingTTL); err != nil {
-		h.log.ErrorContext(ctx, "server: authorize: storing pending authorization", "err", err)
-		fail("server_error", "the server could not store the request", true)
+		// RFC 6749 §4.1.2.1: the CLI learns why, and can say so.
+		h.log.ErrorContext(ctx, "server: state store unavailable", "step", "storing the pending authorization", "err", err)
+		fail("temporarily_unavailable", "the server cannot reach its state store; try again in a few seconds", true)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -290,8 +292,12 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: signin: loading pending authorization", "err", err)
-		h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not load this login request.")
+		if errors.As(err, new(*json.SyntaxError)) || errors.As(err, new(*json.UnmarshalTypeError)) {
+			h.log.ErrorContext(ctx, "server: signin: unreadable pending authorization", "err", err)
+			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not read this login request.")
+			return
+		}
+		h.unavailablePage(w, r, "loading the pending authorization", err)
 		return
 	}
 	c, cerr := r.Cookie(browserCookie)
@@ -353,8 +359,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		// back to life.
 		swapped, err := h.cfg.State.CompareAndSwap(ctx, keyPending+id, b, nb, ttl)
 		if err != nil {
-			h.log.ErrorContext(ctx, "server: signin: storing identity", "err", err)
-			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the sign-in.")
+			h.unavailablePage(w, r, "storing the sign-in", err)
 			return
 		}
 		if !swapped {
@@ -380,11 +385,15 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		h.consent(w, p, client, action)
 		return
 	}
-	if _, err := h.cfg.State.Take(ctx, keyPending+id); err != nil {
-		expired() // a concurrent decision won
-		return
-	}
 	if p.Device != "" {
+		if _, err := h.cfg.State.Take(ctx, keyPending+id); err != nil {
+			if errors.Is(err, ErrStateNotFound) {
+				expired() // a concurrent decision won
+				return
+			}
+			h.unavailablePage(w, r, "taking the pending authorization", err)
+			return
+		}
 		h.deviceDecide(w, r, p, client, decision == "authorize")
 		return
 	}
@@ -393,20 +402,38 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		h.pages.error(w, http.StatusInternalServerError, "Server error", "The stored redirect address is unusable.")
 		return
 	}
+	// As at the token endpoint, taking the pending authorization is the
+	// commit: the code is stored first, so a state store failing before the
+	// Take leaves the request answerable, and of concurrent decisions only
+	// the one whose Take wins sends anything to the CLI.
+	var code, sid, hc string
+	if decision == "authorize" {
+		code, sid = randomID(), randomID()
+		hc = hashSecret(code)
+		rec := codeRecord{
+			ClientID: p.ClientID, RedirectURI: p.RedirectURI, Challenge: p.Challenge, Identity: *p.Identity,
+			SessionID: sid, AuthTime: p.AuthTime, Expires: h.cfg.Now().Add(h.cfg.CodeTTL),
+			Scopes: p.Scopes, Nonce: p.Nonce,
+		}
+		if err := h.putJSON(ctx, keyCode+hc, rec, h.cfg.CodeTTL); err != nil {
+			h.unavailablePage(w, r, "storing the code", err)
+			return
+		}
+	}
+	if _, err := h.cfg.State.Take(ctx, keyPending+id); err != nil {
+		if hc != "" {
+			h.cfg.State.Delete(context.WithoutCancel(ctx), keyCode+hc) // never handed out
+		}
+		if errors.Is(err, ErrStateNotFound) {
+			expired() // a concurrent decision won
+			return
+		}
+		h.unavailablePage(w, r, "taking the pending authorization", err)
+		return
+	}
 	if decision == "deny" {
 		h.log.InfoContext(ctx, "server: authorization denied", "client_id", client.ID, "sub", p.Identity.Subject)
 		h.redirectTo(w, redirect, url.Values{"error": {"access_denied"}, "error_description": {"the user denied the request"}, "state": {p.State}})
-		return
-	}
-	code, sid := randomID(), randomID()
-	rec := codeRecord{
-		ClientID: p.ClientID, RedirectURI: p.RedirectURI, Challenge: p.Challenge, Identity: *p.Identity,
-		SessionID: sid, AuthTime: p.AuthTime, Expires: h.cfg.Now().Add(h.cfg.CodeTTL),
-		Scopes: p.Scopes, Nonce: p.Nonce,
-	}
-	if err := h.putJSON(ctx, keyCode+hashSecret(code), rec, h.cfg.CodeTTL); err != nil {
-		h.log.ErrorContext(ctx, "server: signin: storing code", "err", err)
-		h.redirectTo(w, redirect, url.Values{"error": {"server_error"}, "state": {p.State}})
 		return
 	}
 	h.log.InfoContext(ctx, "server: authorization approved", "client_id", client.ID, "sub", p.Identity.Subject, "sid", sid)
@@ -420,8 +447,7 @@ func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id stri
 		h.pages.error(w, http.StatusBadRequest, "Login request expired", "This login request has expired or was already used.")
 		return
 	} else if err != nil {
-		h.log.ErrorContext(r.Context(), "server: signin: ending pending authorization", "err", err)
-		h.pages.error(w, http.StatusServiceUnavailable, "Server error", "The server could not reach its login state. Try again in a moment.")
+		h.unavailablePage(w, r, "ending the pending authorization", err)
 		return
 	}
 	redirect, err := url.Parse(p.RedirectURI)
@@ -431,6 +457,15 @@ func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id stri
 	}
 	h.log.InfoContext(r.Context(), "server: signin: refused", "client_id", p.ClientID, "error", code, "reason", desc)
 	h.redirectTo(w, redirect, url.Values{"error": {code}, "error_description": {desc}, "state": {p.State}})
+}
+
+// unavailablePage logs a StateStore failure on a browser step and answers
+// with a page saying so (HTTP 503, Retry-After).
+func (h *Handler) unavailablePage(w http.ResponseWriter, r *http.Request, step string, err error) {
+	h.log.ErrorContext(r.Context(), "server: state store unavailable", "step", step, "err", err)
+	w.Header().Set("Retry-After", retryAfter)
+	h.pages.error(w, http.StatusServiceUnavailable, "Temporarily unavailable",
+		"The sign-in service cannot reach its storage right now, so nothing was approved. Reload this page in a few seconds, or start the login again from your terminal.")
 }
 
 func (h *Handler) consent(w http.ResponseWriter, p pendingAuth, client Client, action string) {

@@ -60,6 +60,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeOAuthError(w http.ResponseWriter, e *oauthError) {
+	if e.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	writeJSON(w, e.status, e)
 }
 
@@ -166,51 +169,87 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 	case len(code) > maxTokenParamLen:
 		return nil, errInvalidGrant
 	}
+	// The code is read, everything the exchange hands out is prepared and
+	// stored, and only then is the code taken (the commit): a state store
+	// failing at any earlier step leaves the code redeemable, and of
+	// concurrent exchanges only the one whose Take wins hands anything out.
 	hc := hashSecret(code)
-	b, err := h.cfg.State.Take(ctx, keyCode+hc)
+	b, err := h.cfg.State.Get(ctx, keyCode+hc)
 	if errors.Is(err, ErrStateNotFound) {
-		// A code used twice: revoke what the first use started (RFC 6749 §4.1.2).
-		if sid, err := h.cfg.State.Get(ctx, keyCodeUsed+hc); err == nil {
-			if err := h.revokeSession(ctx, string(sid)); err != nil {
-				h.log.ErrorContext(ctx, "server: token: revoking session after code reuse", "err", err)
-			}
-			h.log.WarnContext(ctx, "server: authorization code reused; login session revoked", "client_id", client.ID, "sid", string(sid))
-		}
-		return nil, errInvalidGrant
-	}
-	var rec codeRecord
-	if err == nil {
-		err = json.Unmarshal(b, &rec)
+		return nil, h.codeReused(ctx, client, hc)
 	}
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: token: loading code", "err", err)
+		return nil, h.errStateDown(ctx, "loading the code", err)
+	}
+	var rec codeRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		h.log.ErrorContext(ctx, "server: token: unreadable code record", "err", err)
 		return nil, oerr(http.StatusInternalServerError, "server_error", "")
 	}
 	now := h.cfg.Now()
 	if !now.Before(rec.Expires) || rec.ClientID != client.ID || rec.RedirectURI != redirect || !pkceMatches(verifier, rec.Challenge) {
+		// A failed attempt burns the code: whoever holds it with the wrong
+		// verifier, client or redirect_uri is not the CLI that started the
+		// login.
+		if err := h.cfg.State.Delete(ctx, keyCode+hc); err != nil {
+			h.log.ErrorContext(ctx, "server: token: burning a code after a failed attempt", "err", err)
+		}
 		return nil, errInvalidGrant
-	}
-	if err := h.cfg.State.Put(ctx, keyCodeUsed+hc, []byte(rec.SessionID), h.cfg.PendingTTL); err != nil {
-		h.log.ErrorContext(ctx, "server: token: storing code-used marker", "err", err)
 	}
 	// The user may have been revoked (RevokeSubject, a Clerk webhook)
 	// between consent and this exchange; a token minted now would carry a
 	// later "iat" and pass RequireToken's subject check.
 	revoked, err := isRevoked(ctx, h.cfg.State, "", rec.Identity.SessionID, rec.Identity.Subject, rec.AuthTime)
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: token: revocation check", "err", err)
-		return nil, oerr(http.StatusInternalServerError, "server_error", "")
+		return nil, h.errStateDown(ctx, "revocation check", err)
 	}
 	if revoked {
+		h.cfg.State.Delete(ctx, keyCode+hc)
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
 	}
 	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime, Scopes: rec.Scopes}
 	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce)
-	if e == nil {
-		h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
+	if e != nil {
+		return nil, e
 	}
-	return resp, e
+	// The marker goes before the Take, so a second redemption always finds
+	// it (RFC 6749 §4.1.2).
+	if err := h.cfg.State.Put(ctx, keyCodeUsed+hc, []byte(rec.SessionID), h.cfg.PendingTTL); err != nil {
+		h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
+		return nil, h.errStateDown(ctx, "storing the code-used marker", err)
+	}
+	if _, err := h.cfg.State.Take(ctx, keyCode+hc); err != nil {
+		h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
+		if errors.Is(err, ErrStateNotFound) { // a concurrent exchange won
+			return nil, h.codeReused(ctx, client, hc)
+		}
+		return nil, h.errStateDown(ctx, "redeeming the code", err)
+	}
+	h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
+	return resp, nil
 }
+
+// codeReused answers an exchange of a code that is gone: unknown, expired,
+// burnt, or used. A used one had its login session revoked (RFC 6749
+// §4.1.2: tokens issued from a code used twice should be revoked).
+func (h *Handler) codeReused(ctx context.Context, client *Client, hc string) *oauthError {
+	sid, err := h.cfg.State.Get(ctx, keyCodeUsed+hc)
+	switch {
+	case errors.Is(err, ErrStateNotFound):
+	case err != nil:
+		return h.errStateDown(ctx, "looking up a used code", err)
+	default:
+		if err := h.revokeSession(ctx, string(sid)); err != nil {
+			return h.errStateDown(ctx, "revoking the session of a reused code", err)
+		}
+		h.log.WarnContext(ctx, "server: authorization code reused; login session revoked", "client_id", client.ID, "sid", string(sid))
+	}
+	return errInvalidGrant
+}
+
+// retryAfter is the Retry-After (seconds) of temporarily_unavailable
+// answers.
+const retryAfter = "5"
 
 // mintAndIssue mints an access token with scopes, an ID token when scopes
 // include "openid" (nonce is the authorization request's, "" otherwise),
@@ -268,8 +307,8 @@ func (h *Handler) storeRefresh(ctx context.Context, rec refreshRecord) (string, 
 		err = h.cfg.State.Put(ctx, keyRefresh+ht, b, ttl)
 	}
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: token: storing refresh token", "err", err)
-		return "", oerr(http.StatusInternalServerError, "server_error", "")
+		h.dropRefresh(context.WithoutCancel(ctx), rt)
+		return "", h.errStateDown(ctx, "storing the new refresh token", err)
 	}
 	return rt, nil
 }
@@ -328,31 +367,56 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	sameClient := func(id string) bool { return client == nil || id == "" || client.ID == id }
 	if len(tok) <= maxTokenParamLen {
-		ht := hashSecret(tok)
-		if sid, err := h.cfg.State.Get(ctx, keyRefreshKnown+ht); err == nil {
-			b, gerr := h.cfg.State.Get(ctx, keyRefresh+ht)
-			var rec refreshRecord
-			if gerr == nil && json.Unmarshal(b, &rec) == nil && !sameClient(rec.ClientID) {
-				writeJSON(w, http.StatusOK, struct{}{})
-				return
-			}
-			if err := h.revokeSession(ctx, string(sid)); err != nil {
-				h.log.ErrorContext(ctx, "server: revoke", "err", err)
-				writeOAuthError(w, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", ""))
-				return
-			}
-			h.cfg.State.Delete(ctx, keyRefresh+ht)
-			h.log.InfoContext(ctx, "server: login session revoked", "via", "refresh_token", "sid", string(sid))
-		} else if strings.Count(tok, ".") == 2 {
-			if c, err := h.verifier.Verify(ctx, tok); err == nil && c.SessionID != "" && sameClient(c.ClientID) {
-				if err := h.revokeSession(ctx, c.SessionID); err != nil {
-					h.log.ErrorContext(ctx, "server: revoke", "err", err)
-					writeOAuthError(w, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", ""))
-					return
-				}
-				h.log.InfoContext(ctx, "server: login session revoked", "via", "access_token", "sid", c.SessionID)
-			}
+		if e := h.revokeToken(ctx, tok, sameClient); e != nil {
+			writeOAuthError(w, e)
+			return
 		}
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// revokeToken ends the login session of tok, a refresh token (current or
+// rotated) or an access token, when sameClient accepts its client. Tokens
+// it does not know are not an error (RFC 7009 §2.2); a state store or key
+// set that cannot answer is (the client must learn that nothing was
+// revoked).
+func (h *Handler) revokeToken(ctx context.Context, tok string, sameClient func(string) bool) *oauthError {
+	ht := hashSecret(tok)
+	sid, err := h.cfg.State.Get(ctx, keyRefreshKnown+ht)
+	switch {
+	case err == nil:
+		b, err := h.cfg.State.Get(ctx, keyRefresh+ht)
+		var rec refreshRecord
+		switch {
+		case errors.Is(err, ErrStateNotFound): // rotated away: its session still ends
+		case err != nil:
+			return h.errStateDown(ctx, "loading the refresh token to revoke", err)
+		case json.Unmarshal(b, &rec) == nil && !sameClient(rec.ClientID):
+			return nil
+		}
+		if err := h.revokeSession(ctx, string(sid)); err != nil {
+			return h.errStateDown(ctx, "revoking a login session", err)
+		}
+		if err := h.cfg.State.Delete(ctx, keyRefresh+ht); err != nil {
+			// The session marker refuses the token anyway.
+			h.log.ErrorContext(ctx, "server: revoke: deleting the refresh token", "err", err)
+		}
+		h.log.InfoContext(ctx, "server: login session revoked", "via", "refresh_token", "sid", string(sid))
+	case !errors.Is(err, ErrStateNotFound):
+		return h.errStateDown(ctx, "looking up the token to revoke", err)
+	case strings.Count(tok, ".") == 2:
+		c, err := h.verifier.verify(ctx, tok, false)
+		if errors.Is(err, ErrKeysUnavailable) {
+			h.log.ErrorContext(ctx, "server: revoke: verifying an access token", "err", err)
+			return oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "the token's signing keys cannot be fetched right now; retry shortly")
+		}
+		if err != nil || c.SessionID == "" || !sameClient(c.ClientID) {
+			return nil
+		}
+		if err := h.revokeSession(ctx, c.SessionID); err != nil {
+			return h.errStateDown(ctx, "revoking a login session", err)
+		}
+		h.log.InfoContext(ctx, "server: login session revoked", "via", "access_token", "sid", c.SessionID)
+	}
+	return nil
 }

@@ -174,6 +174,12 @@ func btoi(b bool) int {
 // unverified claims. When the keys cannot be fetched (JWKSURL down), the
 // error wraps ErrKeysUnavailable instead: the token was not judged.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	return v.verify(ctx, raw, true)
+}
+
+// verify is Verify, with the revocation check only when revocation is set
+// (the revocation endpoint verifies tokens it is about to revoke).
+func (v *Verifier) verify(ctx context.Context, raw string, revocation bool) (*Claims, error) {
 	keyFor := v.keys.keyfunc(ctx)
 	mc := jwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(raw, mc, func(t *jwt.Token) (any, error) {
@@ -202,7 +208,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: no subject", ErrInvalidToken)
 	}
-	if v.cfg.State != nil {
+	if revocation && v.cfg.State != nil {
 		revoked, err := isRevoked(ctx, v.cfg.State, c.SessionID, "", c.Subject, c.IssuedAt)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
