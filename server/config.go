@@ -84,6 +84,19 @@ type Config struct {
 	// revocation markers. Nil means NewMemoryStateStore(), which serves one
 	// process only.
 	State StateStore
+	// RevocationCacheTTL is VerifierConfig.RevocationCacheTTL for
+	// RequireToken and VerifyToken: how long a revocation recorded by
+	// another instance sharing State may take to be honoured here (this
+	// instance honours its own at once). Zero means
+	// DefaultRevocationCacheTTL (5 s); negative means no cache (up to two
+	// State Gets per request). The token and revocation endpoints always
+	// read State.
+	RevocationCacheTTL time.Duration
+	// RevocationFailOpen is VerifierConfig.RevocationFailOpen for
+	// RequireToken and VerifyToken: false (the default) refuses tokens
+	// with 503 while State cannot say whether they were revoked; true
+	// accepts verified tokens then. The OAuth endpoints always fail closed.
+	RevocationFailOpen bool
 	// CodeTTL is how long an authorization code is valid. Zero means
 	// DefaultCodeTTL; more than MaxCodeTTL (60 s) is an error.
 	CodeTTL time.Duration

@@ -96,7 +96,8 @@ func New(cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("%w: the access token audience %q is also a client ID", ErrInvalidConfig, c.ID)
 		}
 	}
-	vc := VerifierConfig{Issuer: cfg.Issuer, Audience: ki.Audience, Now: cfg.Now, State: cfg.State}
+	vc := VerifierConfig{Issuer: cfg.Issuer, Audience: ki.Audience, Now: cfg.Now, State: cfg.State,
+		RevocationCacheTTL: cfg.RevocationCacheTTL, RevocationFailOpen: cfg.RevocationFailOpen, Logger: cfg.Logger}
 	if ki.TokenIssuer != "" {
 		vc.Issuer = ki.TokenIssuer
 	}
@@ -188,7 +189,11 @@ func (h *Handler) serveJSONDoc(w http.ResponseWriter, r *http.Request, b []byte)
 // RequireToken wraps next so that it only runs for requests with a valid
 // bearer access token minted through this handler's Minter; see
 // Verifier.RequireToken. Tokens whose login session ("sid") or subject was
-// revoked are refused, at the cost of up to two StateStore Gets per request.
+// revoked are refused: at once for revocations this Handler records, within
+// Config.RevocationCacheTTL for those other instances record. The
+// StateStore is read at most once per RevocationCacheTTL for each login
+// session and subject, not on every request; Config.RevocationFailOpen
+// says what happens while it cannot answer.
 func (h *Handler) RequireToken(next http.Handler) http.Handler { return h.verifier.RequireToken(next) }
 
 // VerifyToken verifies an access token as RequireToken does.
@@ -215,10 +220,11 @@ func (h *Handler) RevokeSubject(ctx context.Context, sub string) error {
 	if sub == "" {
 		return errors.New("server: RevokeSubject: empty subject")
 	}
-	v := strconv.FormatInt(h.cfg.Now().UnixNano(), 10)
-	if err := h.cfg.State.Put(ctx, keyRevokedSubject+sub, []byte(v), h.cfg.RefreshTokenMaxLifetime); err != nil {
+	v := []byte(strconv.FormatInt(h.cfg.Now().UnixNano(), 10))
+	if err := h.cfg.State.Put(ctx, keyRevokedSubject+sub, v, h.cfg.RefreshTokenMaxLifetime); err != nil {
 		return fmt.Errorf("server: RevokeSubject: %w", err)
 	}
+	h.verifier.learnRevocation(keyRevokedSubject+sub, v)
 	h.log.InfoContext(ctx, "server: subject revoked", "sub", sub)
 	return nil
 }
@@ -238,7 +244,11 @@ func (h *Handler) RevokeIdentitySession(ctx context.Context, id string) error {
 }
 
 func (h *Handler) revokeSession(ctx context.Context, sid string) error {
-	return h.cfg.State.Put(ctx, keyRevokedSession+sid, []byte{1}, h.cfg.RefreshTokenMaxLifetime)
+	if err := h.cfg.State.Put(ctx, keyRevokedSession+sid, []byte{1}, h.cfg.RefreshTokenMaxLifetime); err != nil {
+		return err
+	}
+	h.verifier.learnRevocation(keyRevokedSession+sid, []byte{1})
+	return nil
 }
 
 // isRevoked reports whether any of the session IDs carries a revocation

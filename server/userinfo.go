@@ -82,7 +82,7 @@ func (h *Handler) userInfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := h.verifier.Verify(r.Context(), tok)
-	if errors.Is(err, ErrStateUnavailable) {
+	if errors.Is(err, ErrRevocationUnavailable) || errors.Is(err, ErrStateUnavailable) {
 		// The revocation check could not be made: not the token's fault.
 		h.log.ErrorContext(r.Context(), "server: userinfo: revocation check", "err", err)
 		w.Header().Set("Retry-After", "5")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -77,9 +78,39 @@ type VerifierConfig struct {
 	// may refuse the token by returning an error.
 	Check func(header, claims map[string]any) error
 	// State, when set, is consulted for revocation markers (see
-	// Handler.RevokeSubject): it costs up to two StateStore Gets per token,
-	// one for the "sid" claim and one for "sub". Nil skips the check.
+	// Handler.RevokeSubject): one Get for the "sid" claim and one for "sub",
+	// cached as RevocationCacheTTL says. Nil skips the check.
 	State StateStore
+	// RevocationCacheTTL bounds how long Verify trusts what it last read
+	// from State about one login session ("sid") or subject ("sub"): a
+	// revocation recorded by another process (another replica's logout or
+	// reuse detection, RevokeSubject, a Clerk webhook) is honoured within
+	// this time, measured on the system clock; the Handler that records a
+	// revocation honours it at once. Each "sid" and "sub" then costs at most
+	// one State Get per RevocationCacheTTL, however many requests carry it,
+	// and concurrent misses share one Get; the cache holds at most 65,536
+	// entries. Zero means DefaultRevocationCacheTTL (5 s); negative means
+	// no cache (every Verify reads State: up to two Gets).
+	RevocationCacheTTL time.Duration
+	// RevocationFailOpen chooses what Verify does about revocation when
+	// State cannot answer. (After a failed lookup, for a second, lookups
+	// give State at most 100 ms, so an outage does not cost every request
+	// a full store timeout, and recovery is seen at once.)
+	// Signatures, issuer, audience and expiry are checked either way, and
+	// a revocation Verify has already seen is honoured either way.
+	//   - false (the default, fail closed): a token whose revocation status
+	//     is not known from the last RevocationCacheTTL is refused with an
+	//     error wrapping ErrRevocationUnavailable; RequireToken answers 503
+	//     with Retry-After. No revoked token is accepted, and the API is
+	//     down while State is.
+	//   - true (fail open): such a token is accepted on its last known
+	//     status, or as not revoked when none is known. The API stays up;
+	//     tokens revoked during the outage, or revoked before it but not
+	//     yet seen by this process, are accepted until State answers again.
+	RevocationFailOpen bool
+	// Logger receives a line when revocation lookups start failing (at
+	// most one a second). Nil means no logging.
+	Logger *slog.Logger
 }
 
 // Claims are the verified claims of an access token.
@@ -103,6 +134,8 @@ type Verifier struct {
 	cfg    VerifierConfig
 	parser *jwt.Parser
 	keys   keySource
+
+	revocations *revocations // nil without State
 }
 
 // NewVerifier returns a Verifier; configuration errors wrap ErrInvalidConfig.
@@ -139,6 +172,9 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
 	v := &Verifier{cfg: cfg, parser: jwt.NewParser(opts...)}
+	if cfg.State != nil {
+		v.revocations = newRevocations(cfg.State, cfg.RevocationCacheTTL, cfg.RevocationFailOpen, cfg.Logger)
+	}
 	switch {
 	case len(cfg.JWKS) > 0:
 		k, err := keyfunc.NewJWKSetJSON(cfg.JWKS)
@@ -172,7 +208,10 @@ func btoi(b bool) int {
 // the Check hook and the revocation markers, and returns its claims. Every
 // refusal wraps ErrInvalidToken; the message never contains the token or
 // unverified claims. When the keys cannot be fetched (JWKSURL down), the
-// error wraps ErrKeysUnavailable instead: the token was not judged.
+// error wraps ErrKeysUnavailable instead: the token was not judged. When the
+// token passed every other check but its revocation status cannot be read
+// (see VerifierConfig.RevocationFailOpen), the error wraps
+// ErrRevocationUnavailable instead.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	return v.verify(ctx, raw, true)
 }
@@ -208,10 +247,10 @@ func (v *Verifier) verify(ctx context.Context, raw string, revocation bool) (*Cl
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: no subject", ErrInvalidToken)
 	}
-	if revocation && v.cfg.State != nil {
-		revoked, err := isRevoked(ctx, v.cfg.State, c.SessionID, "", c.Subject, c.IssuedAt)
+	if revocation && v.revocations != nil {
+		revoked, err := v.revocations.revoked(ctx, c.SessionID, c.Subject, c.IssuedAt)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+			return nil, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
 		}
 		if revoked {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, ErrTokenRevoked)
@@ -270,8 +309,10 @@ func ContextWithClaims(ctx context.Context, c *Claims) context.Context {
 // "Authorization: Bearer" token; the claims are in the request's context
 // (ClaimsFromContext). Other requests get 401 with a WWW-Authenticate header
 // (RFC 6750 §3) and a body that does not describe the token, except when the
-// verification keys cannot be fetched (ErrKeysUnavailable): then 503
-// "temporarily_unavailable" with Retry-After.
+// verification keys cannot be fetched (ErrKeysUnavailable) or the token's
+// revocation status cannot be read (ErrRevocationUnavailable, see
+// VerifierConfig.RevocationFailOpen): then 503 "temporarily_unavailable" with
+// Retry-After.
 func (v *Verifier) RequireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearerToken(r)
@@ -283,6 +324,10 @@ func (v *Verifier) RequireToken(next http.Handler) http.Handler {
 		c, err := v.Verify(r.Context(), raw)
 		if errors.Is(err, ErrKeysUnavailable) {
 			writeKeysUnavailable(w)
+			return
+		}
+		if errors.Is(err, ErrRevocationUnavailable) {
+			writeRevocationUnavailable(w)
 			return
 		}
 		if err != nil {
