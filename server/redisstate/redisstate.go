@@ -121,6 +121,10 @@ func New(c *redis.Client, opts Options) *Store {
 	return &Store{c: c, prefix: opts.Prefix, timeout: opts.Timeout, where: where}
 }
 
+// Addr is the Redis address the Store talks to (host:port, or unix:/path),
+// for logs; it never contains credentials.
+func (s *Store) Addr() string { return s.where }
+
 // Client returns the underlying client.
 func (s *Store) Client() *redis.Client { return s.c }
 
@@ -297,3 +301,45 @@ func (e *Error) Error() string {
 
 // Unwrap returns server.ErrStateUnavailable and the client's error.
 func (e *Error) Unwrap() []error { return []error{server.ErrStateUnavailable, e.Err} }
+
+// ReplayGuard remembers delivered webhook message IDs in Redis, for every
+// instance behind one webhook endpoint. It has the method set of
+// clerk.ReplayGuard (clerk.Config.WebhookReplays) without this package
+// importing server/clerk; it is safe for concurrent use.
+type ReplayGuard struct {
+	s   *Store
+	key string
+}
+
+// ReplayGuard returns a guard whose IDs live under the Store's prefix plus
+// "keyloop:webhook:" and namespace (e.g. "clerk:").
+func (s *Store) ReplayGuard(namespace string) *ReplayGuard {
+	return &ReplayGuard{s: s, key: "keyloop:webhook:" + namespace}
+}
+
+// Claim records id until the time until (SET NX with that expiry) and
+// reports whether this call was the first to claim it. An until in the
+// past claims for a millisecond.
+func (g *ReplayGuard) Claim(ctx context.Context, id string, until time.Time) (first bool, err error) {
+	ctx, cancel, err := g.s.bound(ctx, "webhook claim")
+	if err != nil {
+		return false, err
+	}
+	defer cancel()
+	ttl := max(time.Until(until), time.Millisecond)
+	first, err = g.s.c.SetNX(ctx, g.s.prefix+g.key+id, 1, roundTTL(ttl)).Result()
+	if err != nil {
+		return false, g.s.fail(ctx, "webhook claim", err)
+	}
+	return first, nil
+}
+
+// Release forgets id, so a redelivery is accepted.
+func (g *ReplayGuard) Release(ctx context.Context, id string) error {
+	ctx, cancel, err := g.s.bound(ctx, "webhook release")
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	return g.s.fail(ctx, "webhook release", g.s.c.Del(ctx, g.s.prefix+g.key+id).Err())
+}
