@@ -33,11 +33,16 @@
 // API (clerk.Provider.CheckSetup) and refuses to start when it is not set up
 // as the README says.
 //
-//	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL] [-audience URI]
+//	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL] [-audience URI] [-redis URL]
 //
-// The login state (pending sign-ins, codes, refresh tokens, revocations) is
-// kept in DIR/state.db, a bbolt file (server/boltstate), so logins survive a
-// restart; one backend process per -data directory. A state.json left there
+// With -redis, the login state (and the Clerk webhook replay guard) lives
+// in that Redis, so several backends sharing it, one -issuer and one key set
+// (-keys) can run behind a load balancer; without it, the state is kept
+// under -data for this one process.
+//
+// Without -redis, the login state (pending sign-ins, codes, refresh tokens,
+// revocations) is kept in DIR/state.db, a bbolt file (server/boltstate), so
+// logins survive a restart; one backend process per -data directory. A state.json left there
 // by earlier versions is moved into state.db at start and deleted; when both
 // hold logins the backend refuses to start and says which to move away.
 //
@@ -68,6 +73,7 @@ import (
 	"github.com/keyloop/keyloop/server"
 	"github.com/keyloop/keyloop/server/boltstate"
 	"github.com/keyloop/keyloop/server/clerk"
+	"github.com/keyloop/keyloop/server/redisstate"
 )
 
 func main() {
@@ -90,6 +96,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	keysDir := fs.String("keys", "", "`DIR` of signing keys shared by replicas: one PEM or JWK file per key (file name = key ID) and a file \"active\" naming the key that signs (default: a key generated once under -data)")
 	keysReload := fs.Duration("keys-reload", server.DefaultKeyReloadInterval, "how often to re-read -keys (0: only on SIGHUP)")
 	audience := fs.String("audience", "", "dev mode: the \"aud\" of access tokens, the API they are for (default: the issuer URL); in Clerk mode the JWT template sets it (CLERK_AUDIENCE)")
+	redisURL := fs.String("redis", "", "keep the login state in the Redis at `URL` (redis://, rediss:// or unix://), shared by every replica; default: a file under -data, for one process")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the usage was printed
@@ -131,6 +138,35 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	// Logins survive a restart: the handler's state is kept under -data,
+	// or in Redis for several replicas.
+	var state server.StateStore
+	var replays clerk.ReplayGuard
+	if *redisURL != "" {
+		rs, err := redisstate.Open(*redisURL, redisstate.Options{})
+		if err != nil {
+			return fmt.Errorf("-redis: %w", err)
+		}
+		defer rs.Close()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = rs.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("-redis: %w", err)
+		}
+		state, replays = rs, rs.ReplayGuard("clerk:")
+		logger.Info("backend: login state in Redis", "redis", rs.Addr())
+	} else {
+		// One process: a bbolt file under -data; the state.json of earlier
+		// versions is moved into it.
+		bstate, err := openState(ctx, *data, logger)
+		if err != nil {
+			return err
+		}
+		defer bstate.Close()
+		state = bstate
+	}
+
 	var (
 		authn  server.Authenticator
 		minter server.Minter
@@ -156,6 +192,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			WebhookSecret:  os.Getenv("CLERK_WEBHOOK_SECRET"),
 			TokenLifetime:  *ttl,
 			Issuer:         *issuer,
+			WebhookReplays: replays, // nil: in memory, for one process
 		}
 		if cfg.IsSatellite, err = envBool("CLERK_IS_SATELLITE"); err != nil {
 			return err
@@ -190,13 +227,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 
-	// Logins survive a restart: the handler's state is kept under -data, in
-	// a bbolt file; the state.json of earlier versions is moved into it.
-	state, err := openState(ctx, *data, logger)
-	if err != nil {
-		return err
-	}
-	defer state.Close()
 	// ID tokens are signed RS256 (what every OpenID client accepts): with
 	// the -keys set's active RS256 key when it has one (shared and rotated
 	// like the access-token keys), else with an RSA key kept under -data,
