@@ -6,7 +6,12 @@ import "testing"
 
 // RedisServer is a redis-server a test started; see the unix version.
 type RedisServer struct {
-	URL, Socket, Dir string
+	// URL reaches the server; empty here.
+	URL string
+	// Socket is the unix socket's path; empty here.
+	Socket string
+	// Dir is the server's directory; empty here.
+	Dir string
 }
 
 // Redis reports redis-server as missing: the tests drive it over a unix

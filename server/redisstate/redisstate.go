@@ -290,9 +290,13 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 // Error is a failure to get an answer from Redis. It wraps
 // server.ErrStateUnavailable and the client's error.
 type Error struct {
-	Op    string // "get", "put", "take", "delete", "compare-and-swap", "ping"
-	Where string // the Redis address: host:port, or unix:/path
-	Err   error
+	// Op is what was asked: "get", "put", "take", "delete",
+	// "compare-and-swap", "ping", "webhook claim" or "webhook release".
+	Op string
+	// Where is the Redis address: host:port, or unix:/path.
+	Where string
+	// Err is the client's error, or a timeout.
+	Err error
 }
 
 func (e *Error) Error() string {
