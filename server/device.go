@@ -450,9 +450,12 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	page.UserCode = formatUserCode(code)
 	src := h.cfg.DeviceFlow.ClientIP(r)
-	limited, err := h.userCodeLimited(ctx, src)
+	// The entry is counted before the code is looked up, so entries sent
+	// at once cannot all pass a limit none of them has yet counted; a right
+	// code gives its count back.
+	counted, limited, err := h.reserveUserCodeAttempt(ctx, src)
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: device: reading attempt counters", "err", err)
+		h.log.ErrorContext(ctx, "server: device: counting a user code attempt", "err", err)
 		h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not check this code. Try again in a moment.")
 		return
 	}
@@ -471,12 +474,12 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	client, known := h.clients[rec.ClientID]
 	if dk == "" || !known || !client.DeviceFlow {
-		h.countWrongUserCode(ctx, src)
 		h.log.InfoContext(ctx, "server: device: wrong or expired user code entered", "source", src)
 		page.Error = "That code is not valid or has expired. Check the code your device shows, or start the login on the device again."
 		h.pages.render(w, http.StatusBadRequest, "device.html", page)
 		return
 	}
+	h.releaseUserCodeAttempt(ctx, src, counted)
 	now := h.cfg.Now()
 	id := randomID()
 	p := pendingAuth{
@@ -654,36 +657,42 @@ func formatUserCode(code string) string {
 	return code[:4] + "-" + code[4:]
 }
 
-// userCodeLimited reports whether src, or all sources together, entered as
-// many wrong user codes in the current window as allowed.
-func (h *Handler) userCodeLimited(ctx context.Context, src string) (bool, error) {
+// reserveUserCodeAttempt counts one user code entered from src against the
+// per-source limit, then the global one, and returns the counters it
+// counted on, or reports whether a limit was already reached (the entry is
+// refused, and counts against neither). The
+// count is taken before the code is checked: a right code gives it back
+// (releaseUserCodeAttempt), so the limits count wrong codes. A counter that
+// cannot be changed is an error: the entry is not checked.
+func (h *Handler) reserveUserCodeAttempt(ctx context.Context, src string) (counted []attemptCounter, limited bool, err error) {
+	var taken []attemptCounter
 	for _, l := range h.attemptCounters(src) {
 		if l.max < 0 {
 			continue
 		}
-		b, err := h.cfg.State.Get(ctx, l.key)
-		if errors.Is(err, ErrStateNotFound) {
+		n, err := h.increment(ctx, l.key, 1, 2*h.cfg.DeviceFlow.AttemptWindow)
+		if err == nil && n <= l.max {
+			taken = append(taken, l)
 			continue
 		}
-		if err != nil {
-			return false, err
+		if err == nil {
+			taken = append(taken, l)
 		}
-		if n, _ := strconv.Atoi(string(b)); n >= l.max {
-			return true, nil
+		h.releaseUserCodeAttempt(ctx, src, taken)
+		if err != nil && !errors.Is(err, errCounterContended) {
+			return nil, false, err
 		}
+		return nil, true, nil // over the limit, or contended: many entries at once
 	}
-	return false, nil
+	return taken, false, nil
 }
 
-// countWrongUserCode adds one wrong user code from src to the counters.
-func (h *Handler) countWrongUserCode(ctx context.Context, src string) {
-	ttl := 2 * h.cfg.DeviceFlow.AttemptWindow
-	for _, l := range h.attemptCounters(src) {
-		if l.max < 0 {
-			continue
-		}
-		if err := h.increment(ctx, l.key, ttl); err != nil {
-			h.log.ErrorContext(ctx, "server: device: counting a wrong user code", "err", err)
+// releaseUserCodeAttempt gives back the count reserveUserCodeAttempt took on
+// counters (the keys of the window it counted in).
+func (h *Handler) releaseUserCodeAttempt(ctx context.Context, src string, counters []attemptCounter) {
+	for _, l := range counters {
+		if _, err := h.increment(ctx, l.key, -1, 2*h.cfg.DeviceFlow.AttemptWindow); err != nil {
+			h.log.ErrorContext(ctx, "server: device: releasing a user code attempt", "source", src, "err", err)
 		}
 	}
 }
@@ -702,8 +711,13 @@ func (h *Handler) attemptCounters(src string) []attemptCounter {
 	}
 }
 
-// increment adds one to the decimal counter under key, atomically.
-func (h *Handler) increment(ctx context.Context, key string, ttl time.Duration) error {
+// errCounterContended is returned by increment when other changes to the
+// counter kept winning.
+var errCounterContended = errors.New("server: counter contended")
+
+// increment adds delta to the decimal counter under key, atomically, and
+// returns its new value.
+func (h *Handler) increment(ctx context.Context, key string, delta int, ttl time.Duration) (int, error) {
 	for range 16 {
 		old, err := h.cfg.State.Get(ctx, key)
 		n := 0
@@ -711,16 +725,19 @@ func (h *Handler) increment(ctx context.Context, key string, ttl time.Duration) 
 		case errors.Is(err, ErrStateNotFound):
 			old = nil
 		case err != nil:
-			return err
+			return 0, err
 		default:
 			n, _ = strconv.Atoi(string(old))
 		}
-		ok, err := h.cfg.State.CompareAndSwap(ctx, key, old, []byte(strconv.Itoa(n+1)), ttl)
-		if err != nil || ok {
-			return err
+		ok, err := h.cfg.State.CompareAndSwap(ctx, key, old, []byte(strconv.Itoa(n+delta)), ttl)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return n + delta, nil
 		}
 	}
-	return errors.New("server: counter contended")
+	return 0, errCounterContended
 }
 
 // accountName is how the consent and result pages name the signed-in user.

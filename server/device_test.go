@@ -668,3 +668,86 @@ func TestDeviceLogsCarryNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// Wrong user codes sent all at once (a guesser does not wait for answers)
+// are held to the same limit as codes sent one after another. The store
+// holds the first reads of the attempt counters until all of them have come,
+// so every entry reads the counters before any other entry is counted: a
+// limit checked before counting lets them all through.
+func TestDeviceUserCodeAttemptLimitsConcurrent(t *testing.T) {
+	const n = 8
+	store := &barrierStore{MemoryStateStore: server.NewMemoryStateStore(), match: ":device-tries:", n: n, release: make(chan struct{})}
+	e := deviceEnv(t, func(c *server.Config) {
+		c.State = store
+		c.DeviceFlow.MaxAttempts = 3
+		c.DeviceFlow.MaxAttemptsTotal = -1
+	})
+	da := e.startDevice("mytool")
+	wrong := "BBBB-BBBB"
+	if wrong == da.UserCode {
+		wrong = "CCCC-CCCC"
+	}
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, err := http.Get(e.issuer + server.DevicePath + "?" + url.Values{"user_code": {wrong}}.Encode())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	looked := 0
+	for st := range statuses {
+		switch st {
+		case http.StatusBadRequest:
+			looked++
+		case http.StatusTooManyRequests:
+		default:
+			t.Errorf("status %d", st)
+		}
+	}
+	if looked > 3 {
+		t.Fatalf("%d of %d concurrent wrong codes were looked up; the limit is 3", looked, n)
+	}
+	if p := newBrowser(t).enterCode(e.issuer+server.DevicePath, da.UserCode); p.status != http.StatusTooManyRequests {
+		t.Fatalf("right code after the limit: %d", p.status)
+	}
+}
+
+// barrierStore holds the first n Gets of keys containing match, after
+// reading, until all n have read (or 10 s passed, so a store that sees fewer does not hang).
+type barrierStore struct {
+	*server.MemoryStateStore
+	match   string
+	n       int
+	mu      sync.Mutex
+	seen    int
+	release chan struct{}
+}
+
+func (s *barrierStore) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.MemoryStateStore.Get(ctx, key)
+	if strings.Contains(key, s.match) {
+		s.mu.Lock()
+		s.seen++
+		first, last := s.seen <= s.n, s.seen == s.n
+		s.mu.Unlock()
+		if last {
+			close(s.release)
+		}
+		if first {
+			select {
+			case <-s.release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	}
+	return b, err
+}
