@@ -90,14 +90,16 @@ func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values
 // response without an access token, or one that is not JSON.
 var ErrInvalidResponse = errors.New("clilogin: invalid response")
 
-// parseTokenResponse reads a 200 answer: JSON (RFC 6749 §5.1), or the
-// form encoding some servers still send for text/plain and
-// application/x-www-form-urlencoded.
+// parseTokenResponse reads a 200 answer: JSON (RFC 6749 §5.1), whatever
+// Content-Type labels it (servers in the field send JSON as text/plain or
+// text/html), or the form encoding some servers still send as text/plain
+// or application/x-www-form-urlencoded.
 func parseTokenResponse(contentType string, body []byte) (*tokenResponse, error) {
 	mt, _, _ := mime.ParseMediaType(contentType)
+	isJSON := strings.HasPrefix(strings.TrimSpace(string(body)), "{")
 	tr := &tokenResponse{}
-	switch mt {
-	case "application/x-www-form-urlencoded", "text/plain":
+	switch {
+	case !isJSON && (mt == "application/x-www-form-urlencoded" || mt == "text/plain"):
 		vals, err := url.ParseQuery(string(body))
 		if err != nil {
 			return nil, errors.New("the form-encoded body is malformed")
