@@ -281,7 +281,7 @@ func (c *Client) deviceAuthorize(ctx context.Context, md *metadata) (*deviceAuth
 	}
 	da, err := parseDeviceAuth(body, c.now())
 	if err != nil {
-		return nil, fmt.Errorf("%w from the device authorization endpoint %s: %v", ErrInvalidResponse, endpoint, err)
+		return nil, invalidResponse("device authorization endpoint", endpoint, "a device authorization response", err)
 	}
 	return da, nil
 }
@@ -301,7 +301,7 @@ func parseDeviceAuth(body []byte, now time.Time) (*deviceAuth, error) {
 		Interval                json.RawMessage `json:"interval"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, fmt.Errorf("the body is not a JSON device authorization response (%d bytes)", len(body))
+		return nil, fmt.Errorf("the body is not JSON (%d bytes)", len(body))
 	}
 	if raw.VerificationURI == "" {
 		raw.VerificationURI = raw.VerificationURL

@@ -412,7 +412,7 @@ func TestParseDeviceAuth(t *testing.T) {
 		{"bad complete URI dropped", `{"device_code":"d","user_code":"U","verification_uri":"https://a/d","verification_uri_complete":"data:x"}`, 5 * time.Second, 0, "", ""},
 		{"no device code", `{"user_code":"U","verification_uri":"https://a/d"}`, 0, 0, "", "no device_code"},
 		{"no URI", `{"device_code":"d","user_code":"U"}`, 0, 0, "", "verification_uri"},
-		{"not JSON", `<html>`, 0, 0, "", "not a JSON"},
+		{"not JSON", `<html>`, 0, 0, "", "is not JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			da, err := parseDeviceAuth([]byte(tc.body), now)

@@ -81,9 +81,21 @@ func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values
 	}
 	tr, err := parseTokenResponse(resp.Header.Get("Content-Type"), body)
 	if err != nil {
-		return nil, fmt.Errorf("%w from the token endpoint %s: %v", ErrInvalidResponse, endpoint, err)
+		return nil, invalidResponse("token endpoint", endpoint, "a token response", err)
 	}
 	return tr, nil
+}
+
+// invalidResponse is the error for an answer from endpoint (what it is:
+// "token endpoint") that is not the kind expected (want: "a token
+// response"), for the reason cause gives. It wraps ErrInvalidResponse, and
+// its sentence names the endpoint once.
+func invalidResponse(what, endpoint, want string, cause error) error {
+	return &userError{
+		msg:  fmt.Sprintf("clilogin: invalid response from the %s %s: %v", what, endpoint, cause),
+		user: sentence(fmt.Sprintf("The %s %s sent an answer that is not %s: %v", what, endpoint, want, cause)),
+		errs: []error{ErrInvalidResponse},
+	}
 }
 
 // ErrInvalidResponse means a server's answer could not be used: a token
@@ -117,7 +129,7 @@ func parseTokenResponse(contentType string, body []byte) (*tokenResponse, error)
 			IDToken      string          `json:"id_token"`
 		}
 		if err := json.Unmarshal(body, &raw); err != nil {
-			return nil, fmt.Errorf("the body is not a JSON token response (%d bytes, %s)", len(body), sanitize(mt, 64))
+			return nil, fmt.Errorf("the body is not JSON (%d bytes, %s)", len(body), sanitize(mt, 64))
 		}
 		tr.AccessToken, tr.TokenType, tr.RefreshToken = raw.AccessToken, raw.TokenType, raw.RefreshToken
 		tr.Scope, tr.IDToken = raw.Scope, raw.IDToken

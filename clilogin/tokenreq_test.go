@@ -1,6 +1,9 @@
 package clilogin
 
 import (
+	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -38,8 +41,8 @@ func TestParseTokenResponseForms(t *testing.T) {
 	for _, tc := range []struct {
 		name, ctype, body, says string
 	}{
-		{"an HTML page", "text/html", "<html><body>Sign in to the Wi-Fi</body></html>", "not a JSON token response"},
-		{"an HTML page labelled JSON", "application/json", "<html>502</html>", "not a JSON token response"},
+		{"an HTML page", "text/html", "<html><body>Sign in to the Wi-Fi</body></html>", "the body is not JSON"},
+		{"an HTML page labelled JSON", "application/json", "<html>502</html>", "the body is not JSON"},
 		{"no access token", "application/json", `{"token_type":"Bearer"}`, "no access_token"},
 		{"a form without an access token", "text/plain", "error=oops", "no access_token"},
 	} {
@@ -49,5 +52,38 @@ func TestParseTokenResponseForms(t *testing.T) {
 				t.Fatalf("err %v; want one saying %q", err, tc.says)
 			}
 		})
+	}
+}
+
+// TestInvalidTokenResponseMessage: an answer that is not a token response
+// (a proxy's HTML page with 200) is one sentence naming the endpoint, at
+// login and in the refresh warning, without "Refresh failed: invalid
+// response" chains.
+func TestInvalidTokenResponseMessage(t *testing.T) {
+	h := newHarness(t)
+	var hooked []error
+	h.cfg.OnRefreshError = func(err error) { hooked = append(hooked, err) }
+	h.login()
+	orig := h.as.srv.Config.Handler
+	h.as.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" {
+			orig.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, "<html><body>Sign in to the Wi-Fi</body></html>")
+	})
+	h.clock.Add(50 * time.Minute)
+	if _, err := h.client().Token(t.Context()); err != nil || len(hooked) != 1 {
+		t.Fatalf("Token: %v, hooked %v; want the old token and one report", err, hooked)
+	}
+	h.clock.Add(2 * time.Hour)
+	_, err := h.client().Token(t.Context())
+	for _, e := range []error{hooked[0], err} {
+		msg := Message(e)
+		if !errors.Is(e, ErrInvalidResponse) || !strings.Contains(msg, "The token endpoint "+h.as.Issuer+"/token sent an answer that is not a token response") ||
+			strings.Contains(msg, "efresh failed") || strings.Contains(msg, "nvalid response") {
+			t.Errorf("message %q (%v)", msg, e)
+		}
 	}
 }
