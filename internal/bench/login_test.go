@@ -12,6 +12,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,21 +23,41 @@ import (
 	"github.com/keyloop/keyloop/tokenstore"
 )
 
-// withBaseline runs baseline and then measured as sub-benchmarks
-// "baseline" and "measured"; the latter also reports its ns/op divided by
-// the baseline's as "x-baseline".
-func withBaseline(b *testing.B, baseline, measured func(*testing.B)) {
-	var baseNs float64
-	b.Run("baseline", func(b *testing.B) {
-		baseline(b)
-		baseNs = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-	})
-	b.Run("measured", func(b *testing.B) {
-		measured(b)
-		if baseNs > 0 {
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/baseNs, "x-baseline")
+// paired measures measured against baseline in the same loop, one of each
+// per iteration, so that a change in the machine's load during the run
+// weighs on both alike. It reports the median of each in milliseconds
+// ("ms", "baseline-ms") and their ratio ("x-baseline", medians, so that a
+// stray slow run of either does not decide the figure). ns/op is one
+// baseline plus one measured.
+func paired(b *testing.B, baseline, measured func() error) {
+	var base, meas []time.Duration
+	for b.Loop() {
+		for _, f := range []struct {
+			run func() error
+			d   *[]time.Duration
+		}{{baseline, &base}, {measured, &meas}} {
+			start := time.Now()
+			if err := f.run(); err != nil {
+				b.Fatal(err)
+			}
+			*f.d = append(*f.d, time.Since(start))
 		}
-	})
+	}
+	mb, mm := median(base), median(meas)
+	b.ReportMetric(ms(mb), "baseline-ms")
+	b.ReportMetric(ms(mm), "ms")
+	if mb > 0 {
+		b.ReportMetric(float64(mm)/float64(mb), "x-baseline")
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	return ds[len(ds)/2]
 }
 
 // devBackend is keyloop's handler as examples/backend runs it in dev
@@ -205,25 +226,18 @@ func trivialHandler(string) http.Handler {
 // handler (dev sign-in, in-memory state), clilogin with an in-memory token
 // store, and an http.Client as the browser, all on loopback TCP. The
 // baseline is the same ten round trips against a trivial handler plus one
-// Ed25519 sign and verify. Reported: ns/op, and x-baseline.
+// Ed25519 sign and verify. Reported by paired: the medians and
+// x-baseline.
 func BenchmarkLogin(b *testing.B) {
 	ctx := context.Background()
 	issuer, trivial := devBackend(b, nil), serve(b, trivialHandler)
 	br := &browser{tr: &http.Transport{}}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	msg := make([]byte, 400) // a JWT's signing input
-	withBaseline(b, func(b *testing.B) {
-		for b.Loop() {
-			if err := baselineLogin(ctx, trivial, br, key, msg); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}, func(b *testing.B) {
-		for b.Loop() {
-			if err := oneLogin(ctx, issuer, br); err != nil {
-				b.Fatal(err)
-			}
-		}
+	paired(b, func() error {
+		return baselineLogin(ctx, trivial, br, key, msg)
+	}, func() error {
+		return oneLogin(ctx, issuer, br)
 	})
 }
 

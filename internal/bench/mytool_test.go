@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -76,38 +77,46 @@ func newMytoolEnv(tb testing.TB) *mytoolEnv {
 	return &mytoolEnv{mytool: mt, lookup: lk, requests: &count}
 }
 
-// run runs a copy of tmpl and returns its stdout.
-func run(tb testing.TB, tmpl *exec.Cmd) string {
+// output runs a copy of tmpl and returns its stdout.
+func output(tmpl *exec.Cmd) (string, error) {
 	cmd := exec.Command(tmpl.Path, tmpl.Args[1:]...)
 	cmd.Env = tmpl.Env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		tb.Fatalf("%s: %v: %s", strings.Join(tmpl.Args, " "), err, stderr.String())
+		return "", fmt.Errorf("%s: %v: %s", strings.Join(tmpl.Args, " "), err, stderr.String())
 	}
-	return string(out)
+	return string(out), nil
+}
+
+// run is output for a test: an error ends it.
+func run(tb testing.TB, tmpl *exec.Cmd) string {
+	tb.Helper()
+	out, err := output(tmpl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
 
 // BenchmarkMytoolToken measures `mytool token` as a whole process (start,
 // cobra, the keychain read over D-Bus, printing) with a fresh token in the
 // real keychain, against `secret-tool lookup` of the same keychain item
-// (libsecret's own command-line reader), in the same run. x-baseline is
-// the ratio. It fails if mytool contacted the server.
+// (libsecret's own command-line reader), one of each in turn (see
+// paired). It fails if mytool contacted the server.
 func BenchmarkMytoolToken(b *testing.B) {
 	e := newMytoolEnv(b)
-	withBaseline(b, func(b *testing.B) {
-		for b.Loop() {
-			run(b, e.lookup)
-		}
-	}, func(b *testing.B) {
-		for b.Loop() {
-			run(b, e.mytool)
-		}
-		if n := e.requests.Load(); n != 0 {
-			b.Fatalf("mytool token made %d requests to the server for a fresh token", n)
-		}
+	paired(b, func() error {
+		_, err := output(e.lookup)
+		return err
+	}, func() error {
+		_, err := output(e.mytool)
+		return err
 	})
+	if n := e.requests.Load(); n != 0 {
+		b.Fatalf("mytool token made %d requests to the server for a fresh token", n)
+	}
 }
 
 // TestMytoolTokenHarness runs BenchmarkMytoolToken's two commands once

@@ -197,11 +197,9 @@ func openBolt(tb testing.TB, live int) *boltstate.Store {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "state.db")
 	if live > 0 {
-		b, err := os.ReadFile(populated(tb, live))
-		if err == nil {
-			err = os.WriteFile(path, b, 0o600)
-		}
-		if err != nil {
+		// The copy is flushed to disk first, as a server's file would
+		// be: else the first commit's fdatasync writes the whole file.
+		if err := copyFileSynced(populated(tb, live), path); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -211,6 +209,25 @@ func openBolt(tb testing.TB, live int) *boltstate.Store {
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+func copyFileSynced(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // populatedFiles are boltstate files holding live logins, by number of
