@@ -208,6 +208,27 @@ type StateStore interface {
 	CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (swapped bool, err error)
 }
 
+// StatePut is one record of StateBatchPutter.PutBatch: Value under Key
+// for TTL (a TTL ≤ 0 removes Key), as StateStore.Put takes them.
+type StatePut struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// StateBatchPutter is an optional interface of a StateStore that can store
+// several records in one step: one disk commit, one network round trip.
+// Where the handler stores several records at once (a new refresh token
+// and its reuse marker; those and a code's used-marker) it calls PutBatch
+// when the StateStore has it, and Put for each record in turn otherwise.
+//
+// PutBatch stores every record, as Put would, or on error none of them; a
+// ctx that is already done changes nothing. Of records with the same key
+// the last one counts.
+type StateBatchPutter interface {
+	PutBatch(ctx context.Context, puts []StatePut) error
+}
+
 // ErrStateNotFound is wrapped by StateStore methods when a key is absent or
 // expired.
 var ErrStateNotFound = errors.New("server: state not found")

@@ -208,15 +208,12 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
 	}
 	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime, Scopes: rec.Scopes}
-	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce)
+	// The code-used marker is stored with the refresh token, before the
+	// Take, so a second redemption always finds it (RFC 6749 §4.1.2).
+	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce,
+		StatePut{Key: keyCodeUsed + hc, Value: []byte(rec.SessionID), TTL: h.cfg.PendingTTL})
 	if e != nil {
 		return nil, e
-	}
-	// The marker goes before the Take, so a second redemption always finds
-	// it (RFC 6749 §4.1.2).
-	if err := h.cfg.State.Put(ctx, keyCodeUsed+hc, []byte(rec.SessionID), h.cfg.PendingTTL); err != nil {
-		h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
-		return nil, h.errStateDown(ctx, "storing the code-used marker", err)
 	}
 	if _, err := h.cfg.State.Take(ctx, keyCode+hc); err != nil {
 		h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
@@ -253,13 +250,14 @@ const retryAfter = "5"
 
 // mintAndIssue mints an access token with scopes, an ID token when scopes
 // include "openid" (nonce is the authorization request's, "" otherwise),
-// and a new refresh token for rec.
-func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh bool, scopes []string, nonce string) (*tokenResponse, *oauthError) {
+// and a new refresh token for rec, stored with the extra entries (see
+// storeRefresh).
+func (h *Handler) mintAndIssue(ctx context.Context, rec refreshRecord, refresh bool, scopes []string, nonce string, extra ...StatePut) (*tokenResponse, *oauthError) {
 	resp, e := h.mint(ctx, rec, refresh, scopes, nonce)
 	if e != nil {
 		return nil, e
 	}
-	if resp.RefreshToken, e = h.storeRefresh(ctx, rec); e != nil {
+	if resp.RefreshToken, e = h.storeRefresh(ctx, rec, extra...); e != nil {
 		return nil, e
 	}
 	return resp, nil
@@ -291,26 +289,54 @@ func (h *Handler) mint(ctx context.Context, rec refreshRecord, refresh bool, sco
 }
 
 // storeRefresh stores a new refresh token for rec, valid until the login's
-// cap, and returns it; "" when the cap is reached (no refresh token).
-func (h *Handler) storeRefresh(ctx context.Context, rec refreshRecord) (string, *oauthError) {
-	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now())
-	if ttl <= 0 {
-		return "", nil
+// cap, and returns it; "" when the cap is reached (no refresh token). The
+// extra entries are stored with it, in one step where the StateStore can
+// (putAll), and are stored even when there is no refresh token.
+func (h *Handler) storeRefresh(ctx context.Context, rec refreshRecord, extra ...StatePut) (string, *oauthError) {
+	entries := extra
+	var rt string
+	if ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now()); ttl > 0 {
+		rt = randomID()
+		ht := hashSecret(rt)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			h.log.ErrorContext(ctx, "server: token: encoding the refresh token record", "err", err)
+			return "", oerr(http.StatusInternalServerError, "server_error", "")
+		}
+		entries = append([]StatePut{
+			{Key: keyRefreshKnown + ht, Value: []byte(rec.SessionID), TTL: ttl},
+			{Key: keyRefresh + ht, Value: b, TTL: ttl},
+		}, extra...)
 	}
-	rt := randomID()
-	ht := hashSecret(rt)
-	b, err := json.Marshal(rec)
-	if err == nil {
-		err = h.cfg.State.Put(ctx, keyRefreshKnown+ht, []byte(rec.SessionID), ttl)
-	}
-	if err == nil {
-		err = h.cfg.State.Put(ctx, keyRefresh+ht, b, ttl)
-	}
-	if err != nil {
+	if err := h.putAll(ctx, entries); err != nil {
 		h.dropRefresh(context.WithoutCancel(ctx), rt)
-		return "", h.errStateDown(ctx, "storing the new refresh token", err)
+		what := "storing the new refresh token"
+		if len(extra) > 0 {
+			what = "storing the new refresh token and the code-used marker"
+		}
+		return "", h.errStateDown(ctx, what, err)
 	}
 	return rt, nil
+}
+
+// putAll stores entries: in one PutBatch when the StateStore is a
+// StateBatchPutter (one commit or round trip instead of one per entry),
+// else with Put, in order, stopping at the first error.
+func (h *Handler) putAll(ctx context.Context, entries []StatePut) error {
+	switch {
+	case len(entries) == 0:
+		return nil
+	case len(entries) > 1:
+		if bp, ok := h.cfg.State.(StateBatchPutter); ok {
+			return bp.PutBatch(ctx, entries)
+		}
+	}
+	for _, e := range entries {
+		if err := h.cfg.State.Put(ctx, e.Key, e.Value, e.TTL); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dropRefresh deletes a refresh token storeRefresh stored that was never

@@ -101,6 +101,57 @@ func newFaultyEnv(t *testing.T) (*env, *faultyStore) {
 	return e, f
 }
 
+// faultyBatchStore is a faultyStore that is also a server.StateBatchPutter
+// (as boltstate is): a PutBatch is one call, failing as a whole.
+type faultyBatchStore struct {
+	*faultyStore
+	mu      sync.Mutex
+	batches [][]string // the keys of each PutBatch
+}
+
+func (f *faultyBatchStore) PutBatch(ctx context.Context, puts []server.StatePut) error {
+	if f.down() {
+		return errDown
+	}
+	var keys []string
+	for _, p := range puts {
+		if err := f.StateStore.Put(ctx, p.Key, p.Value, p.TTL); err != nil {
+			return err
+		}
+		keys = append(keys, p.Key)
+	}
+	f.mu.Lock()
+	f.batches = append(f.batches, keys)
+	f.mu.Unlock()
+	return nil
+}
+
+// faultyEnvs runs fn on a faultyStore, then on a faultyBatchStore.
+func faultyEnvs(t *testing.T, fn func(t *testing.T, e *env, f *faultyStore)) {
+	t.Run("Put", func(t *testing.T) {
+		e, f := newFaultyEnv(t)
+		fn(t, e, f)
+	})
+	t.Run("PutBatch", func(t *testing.T) {
+		f := &faultyBatchStore{faultyStore: &faultyStore{}}
+		e := newEnv(t, envOpts{configure: func(c *server.Config) {
+			f.StateStore = c.State
+			c.State = f
+		}})
+		fn(t, e, f.faultyStore)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if len(f.batches) == 0 {
+			t.Fatal("the handler never called PutBatch")
+		}
+		for _, keys := range f.batches {
+			if len(keys) < 2 {
+				t.Errorf("PutBatch of %d records %q; the handler should put single records with Put", len(keys), keys)
+			}
+		}
+	})
+}
+
 // checkUnavailable fails unless a token or revocation endpoint answer is
 // RFC 6749 temporarily_unavailable with HTTP 503 and Retry-After.
 func checkUnavailable(t *testing.T, what string, status int, m map[string]any, h http.Header) {
@@ -115,7 +166,10 @@ func checkUnavailable(t *testing.T, what string, status int, m map[string]any, h
 // leaves the code redeemable exactly once when the store is back; an
 // exchange that succeeded leaves nothing to redeem again.
 func TestCodeExchangeWhenStateStoreFails(t *testing.T) {
-	e, f := newFaultyEnv(t)
+	faultyEnvs(t, testCodeExchangeWhenStateStoreFails)
+}
+
+func testCodeExchangeWhenStateStoreFails(t *testing.T, e *env, f *faultyStore) {
 	for n := 0; ; n++ {
 		code, verifier, redirect := e.codeFlow("mytool")
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
@@ -152,7 +206,10 @@ func TestCodeExchangeWhenStateStoreFails(t *testing.T) {
 // presented refresh token usable exactly once when the store is back: not
 // lost (which would later look like reuse and end the login), not doubled.
 func TestRefreshWhenStateStoreFails(t *testing.T) {
-	e, f := newFaultyEnv(t)
+	faultyEnvs(t, testRefreshWhenStateStoreFails)
+}
+
+func testRefreshWhenStateStoreFails(t *testing.T, e *env, f *faultyStore) {
 	rt := e.login().RefreshToken
 	for n := 0; ; n++ {
 		f.failFrom(n)

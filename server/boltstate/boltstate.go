@@ -223,6 +223,7 @@ const (
 	opDelete
 	opCAS
 	opSweep
+	opBatch
 )
 
 // op states: a queued op is claimed by the writer or canceled by its caller,
@@ -239,6 +240,7 @@ type op struct {
 	key   []byte
 	rec   []byte // expiry ‖ value for Put and CAS; nil: remove
 	old   []byte // CAS: expected value; nil: absent
+	batch []*op  // opBatch: the puts, applied in order
 	state atomic.Int32
 	done  chan struct{}
 
@@ -257,6 +259,30 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, ttl time.Dura
 	}
 	if err := s.do(ctx, o); err != nil {
 		return fmt.Errorf("boltstate: put: %w", err)
+	}
+	return nil
+}
+
+// PutBatch implements server.StateBatchPutter: the records are stored, as
+// Put stores them, in one transaction (one commit for all), or on error
+// none of them.
+func (s *Store) PutBatch(ctx context.Context, puts []server.StatePut) error {
+	if err := ctx.Err(); err != nil || len(puts) == 0 {
+		if err != nil {
+			return fmt.Errorf("boltstate: put batch: %w", err)
+		}
+		return nil
+	}
+	o := &op{kind: opBatch, done: make(chan struct{}), batch: make([]*op, len(puts))}
+	for i, p := range puts {
+		po, err := s.newOp(ctx, opPut, p.Key, p.Value, p.TTL)
+		if err != nil {
+			return fmt.Errorf("boltstate: put batch: %w", err)
+		}
+		o.batch[i] = po
+	}
+	if err := s.do(ctx, o); err != nil {
+		return fmt.Errorf("boltstate: put batch: %w", err)
 	}
 	return nil
 }
@@ -568,10 +594,18 @@ func (s *Store) commit(batch []*op) {
 
 // apply performs o in a write transaction.
 func (s *Store) apply(eb, xb *bolt.Bucket, o *op, now int64) error {
-	if o.kind == opSweep {
+	switch o.kind {
+	case opSweep:
 		n, err := s.sweepTx(eb, xb, now)
 		o.n = n
 		return err
+	case opBatch:
+		for _, p := range o.batch {
+			if err := s.apply(eb, xb, p, now); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	cur := eb.Get(o.key)
 	live := len(cur) >= 8 && expiryOf(cur) > now

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) server.StateStore) {
 		{"ConcurrentPutIfAbsent", testConcurrentPutIfAbsent},
 		{"ConcurrentCounter", testConcurrentCounter},
 		{"TakeRacesCompareAndSwap", testTakeRacesCAS},
+		{"PutBatch", testPutBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -395,6 +396,47 @@ func testDoneContext(t *testing.T, s server.StateStore) {
 		check("Get of a missing key", err)
 		mustGet(t, s, "k", []byte("v")) // nothing changed
 	}
+}
+
+// testPutBatch checks server.StateBatchPutter where the store has it:
+// every record stored as Put stores it (a ttl ≤ 0 removes; the last of
+// one key counts), and a done context changes nothing.
+func testPutBatch(t *testing.T, s server.StateStore) {
+	bp, ok := s.(server.StateBatchPutter)
+	if !ok {
+		t.Skipf("%T is not a server.StateBatchPutter", s)
+	}
+	ctx := ctxFor(t)
+	mustPut(t, s, "gone", []byte("v"), longTTL)
+	mustPut(t, s, "kept", []byte("v"), longTTL)
+	err := bp.PutBatch(ctx, []server.StatePut{
+		{Key: "a", Value: []byte("1"), TTL: longTTL},
+		{Key: "b", Value: []byte{}, TTL: longTTL},
+		{Key: "gone", Value: []byte("x"), TTL: 0},
+		{Key: "c", Value: []byte("first"), TTL: longTTL},
+		{Key: "c", Value: []byte("last"), TTL: longTTL},
+		{Key: "short", Value: []byte("s"), TTL: ShortTTL},
+	})
+	if err != nil {
+		t.Fatalf("PutBatch: %v", err)
+	}
+	mustGet(t, s, "a", []byte("1"))
+	mustGet(t, s, "b", []byte{})
+	mustGet(t, s, "c", []byte("last"))
+	mustGet(t, s, "kept", []byte("v"))
+	mustBeAbsent(t, s, "gone")
+	waitExpired(t, s, "short")
+	if err := bp.PutBatch(ctx, nil); err != nil {
+		t.Errorf("PutBatch of nothing: %v", err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = bp.PutBatch(done, []server.StatePut{{Key: "a", Value: []byte("changed"), TTL: longTTL}, {Key: "new", Value: []byte("n"), TTL: longTTL}})
+	if err == nil || !errors.Is(err, context.Canceled) || errors.Is(err, server.ErrStateNotFound) {
+		t.Errorf("PutBatch with a cancelled context: %v; want an error wrapping context.Canceled", err)
+	}
+	mustGet(t, s, "a", []byte("1"))
+	mustBeAbsent(t, s, "new")
 }
 
 // contenders is how many goroutines race in each concurrency test.
