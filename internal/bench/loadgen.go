@@ -73,6 +73,9 @@ type Result struct {
 	// latencies, in milliseconds.
 	P50ms float64 `json:"p50_ms"`
 	P99ms float64 `json:"p99_ms"`
+	// LatenciesMs are the latencies of all measured requests, in
+	// milliseconds, in no particular order (for merging runs).
+	LatenciesMs []float64 `json:"latencies_ms"`
 	// FirstError describes the first failed request, if any.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -167,6 +170,9 @@ func Run(ctx context.Context, spec Spec, ready func()) (*Result, error) {
 			res.FirstError = w.firstErr.Error()
 		}
 		lat = append(lat, w.latencies...)
+	}
+	for _, d := range lat {
+		res.LatenciesMs = append(res.LatenciesMs, ms(d))
 	}
 	slices.Sort(lat)
 	if len(lat) > 0 {

@@ -13,14 +13,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyloop/keyloop/internal/testenv"
 	"github.com/keyloop/keyloop/server"
 	"github.com/keyloop/keyloop/server/boltstate"
+	"github.com/keyloop/keyloop/server/redisstate"
 )
 
 func TestMain(m *testing.M) {
@@ -273,68 +276,112 @@ type stateConfig struct {
 	open func(testing.TB) server.StateStore
 }
 
+func memoryConfig() stateConfig {
+	return stateConfig{"memory", func(testing.TB) server.StateStore { return server.NewMemoryStateStore() }}
+}
+
+// redisConfig is server/redisstate on a redis-server of its own (unix
+// socket, persistence off), started by the benchmark.
+func redisConfig() stateConfig {
+	return stateConfig{"redis", func(tb testing.TB) server.StateStore {
+		r := testenv.Redis(tb)
+		rs, err := redisstate.Open(r.URL, redisstate.Options{Prefix: "bench:"})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { rs.Close() })
+		return rs
+	}}
+}
+
 func stateConfigs() []stateConfig {
-	cs := []stateConfig{{"memory", func(testing.TB) server.StateStore { return server.NewMemoryStateStore() }}}
+	cs := []stateConfig{memoryConfig()}
 	for _, live := range []int{0, 10_000, 100_000} {
 		cs = append(cs, stateConfig{fmt.Sprintf("bolt-%dk-live", live/1000), func(tb testing.TB) server.StateStore { return openBolt(tb, live) }})
+	}
+	// Without redis-server the other figures are still worth having
+	// (testenv.Redis would skip them all); in CI it is installed.
+	if _, err := exec.LookPath("redis-server"); err == nil || testenv.InCI() {
+		cs = append(cs, redisConfig())
 	}
 	return cs
 }
 
+// loadRounds is how many rounds BenchmarkTokenEndpoint splits each load
+// into: every configuration runs once per round, in turn, so that a change
+// in the machine's load during the run weighs on all of them alike.
+const loadRounds = 5
+
+// tokenLoad is one configuration's load: its server, and what its rounds
+// measured.
+type tokenLoad struct {
+	name   string
+	spec   Spec // Requests: per round
+	res    Result
+	lat    []float64
+	allocs float64 // server allocations, over all rounds
+}
+
+func (l *tokenLoad) rps() float64 { return float64(l.res.Requests) / l.res.Seconds }
+
+func (l *tokenLoad) p99() float64 {
+	slices.Sort(l.lat)
+	return l.lat[min(len(l.lat)-1, len(l.lat)*99/100)]
+}
+
 // BenchmarkTokenEndpoint measures the token endpoint under load from a
-// second process (loadConns connections, loadRequests requests per run):
-// code exchanges and refreshes on each state store, against a trivial
-// handler answering a fixed token response to the same requests, all in
-// this run. It reports requests/s, p99 latency (ms), server allocations
-// per request, and ratios: x-fixed (requests/s over the trivial
-// handler's), x-memory (over the in-memory store's, same grant), x-flat
-// (boltstate with live logins over boltstate with none).
+// second process (loadConns connections, loadRequests requests per
+// configuration): code exchanges and refreshes on each state store, and a
+// trivial handler answering a fixed token response to the same requests
+// (the baseline), in loadRounds interleaved rounds. It reports requests/s,
+// p99 latency (ms), server allocations per request, and ratios: x-fixed
+// (requests/s over the trivial handler's), x-memory (over the in-memory
+// store's, same grant), x-flat (boltstate with live logins over boltstate
+// with none).
 //
-// Each sub-benchmark runs its load once, whatever b.N; ns/op is 1 s over
-// requests/s.
+// The loads run once, whatever b.N; ns/op is 1 s over requests/s.
 func BenchmarkTokenEndpoint(b *testing.B) {
-	n := loadRequests()
-	results := map[string]float64{}
-	var mu sync.Mutex
-	measure := func(name string, spec func(testing.TB) Spec) {
-		b.Run(name, func(b *testing.B) {
-			mu.Lock()
-			rps, done := results[name]
-			mu.Unlock()
-			if !done {
-				res, allocs := load(b, spec(b))
-				rps = res.PerSecond()
-				mu.Lock()
-				results[name] = rps
-				results[name+"/p99"] = res.P99ms
-				results[name+"/allocs"] = allocs
-				mu.Unlock()
-			}
+	per := max(loadConns, loadRequests()/loadRounds)
+	loads := []*tokenLoad{{name: "fixed", spec: Spec{Issuer: serve(b, fixedHandler), Mode: ModeFixed, Conns: loadConns, Requests: per}}}
+	for _, c := range stateConfigs() {
+		state := c.open(b)
+		issuer := serve(b, backend(b, state))
+		for _, mode := range []string{ModeExchange, ModeRefresh} {
+			loads = append(loads, &tokenLoad{name: c.name + "/" + mode, spec: Spec{Issuer: issuer, Mode: mode, Conns: loadConns, Requests: per}})
+		}
+	}
+	for range loadRounds {
+		for _, l := range loads {
+			res, allocs := load(b, l.spec)
+			l.res.Requests += res.Requests
+			l.res.Seconds += res.Seconds
+			l.lat = append(l.lat, res.LatenciesMs...)
+			l.allocs += allocs * float64(res.Requests)
+		}
+	}
+	byName := map[string]*tokenLoad{}
+	for _, l := range loads {
+		byName[l.name] = l
+	}
+	for _, l := range loads {
+		b.Run(l.name, func(b *testing.B) {
+			rps := l.rps()
 			b.ReportMetric(1e9/rps, "ns/op")
 			b.ReportMetric(rps, "req/s")
-			b.ReportMetric(results[name+"/p99"], "p99-ms")
-			b.ReportMetric(results[name+"/allocs"], "allocs/req")
-			if f := results["fixed"]; f > 0 && name != "fixed" {
-				b.ReportMetric(rps/f, "x-fixed")
+			b.ReportMetric(l.p99(), "p99-ms")
+			b.ReportMetric(l.allocs/float64(l.res.Requests), "allocs/req")
+			if l.name == "fixed" {
+				return
 			}
-			grant := name[strings.LastIndexByte(name, '/')+1:]
-			if m := results["memory/"+grant]; m > 0 && strings.HasPrefix(name, "bolt") {
-				b.ReportMetric(rps/m, "x-memory")
+			b.ReportMetric(rps/byName["fixed"].rps(), "x-fixed")
+			store, grant, _ := strings.Cut(l.name, "/")
+			if store != "memory" {
+				b.ReportMetric(rps/byName["memory/"+grant].rps(), "x-memory")
 			}
-			if z := results["bolt-0k-live/"+grant]; z > 0 && strings.HasPrefix(name, "bolt") && !strings.HasPrefix(name, "bolt-0k") {
-				b.ReportMetric(rps/z, "x-flat")
+			if strings.HasPrefix(store, "bolt") && store != "bolt-0k-live" {
+				b.ReportMetric(rps/byName["bolt-0k-live/"+grant].rps(), "x-flat")
 			}
 		})
-	}
-	measure("fixed", func(tb testing.TB) Spec {
-		return Spec{Issuer: serve(tb, fixedHandler), Mode: ModeFixed, Conns: loadConns, Requests: n}
-	})
-	for _, c := range stateConfigs() {
-		for _, mode := range []string{ModeExchange, ModeRefresh} {
-			measure(c.name+"/"+mode, func(tb testing.TB) Spec {
-				return Spec{Issuer: serve(tb, backend(tb, c.open(tb))), Mode: mode, Conns: loadConns, Requests: n}
-			})
-		}
 	}
 }
 
@@ -350,8 +397,9 @@ func TestLoadHarness(t *testing.T) {
 		t.Fatalf("fixed: %+v", res)
 	}
 	for _, c := range []stateConfig{
-		{"memory", func(testing.TB) server.StateStore { return server.NewMemoryStateStore() }},
+		memoryConfig(),
 		{"bolt with live logins", func(tb testing.TB) server.StateStore { return openBolt(tb, 10) }},
+		redisConfig(),
 	} {
 		for _, mode := range []string{ModeExchange, ModeRefresh} {
 			t.Run(c.name+"/"+mode, func(t *testing.T) {
