@@ -242,7 +242,7 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 		ok, err := h.cfg.State.CompareAndSwap(ctx, keyDeviceUser+hashSecret(userCode), nil, []byte(dk), d.CodeTTL)
 		if err != nil {
 			h.log.ErrorContext(ctx, "server: device authorization: storing user code", "err", err)
-			writeOAuthError(w, oerr(http.StatusInternalServerError, "server_error", "the server could not store the request"))
+			writeOAuthError(w, errDeviceStateDown)
 			return
 		}
 		if ok {
@@ -261,8 +261,8 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.putJSON(ctx, keyDevice+dk, rec, 2*d.CodeTTL); err != nil {
 		h.log.ErrorContext(ctx, "server: device authorization: storing device code", "err", err)
-		h.cfg.State.Delete(ctx, keyDeviceUser+rec.UserKey)
-		writeOAuthError(w, oerr(http.StatusInternalServerError, "server_error", "the server could not store the request"))
+		h.cfg.State.Delete(context.WithoutCancel(ctx), keyDeviceUser+rec.UserKey)
+		writeOAuthError(w, errDeviceStateDown)
 		return
 	}
 	shown := formatUserCode(userCode)
@@ -277,12 +277,22 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// errDeviceStateDown answers a device authorization request the StateStore
+// could not store: temporarily_unavailable, as the token endpoint does.
+var errDeviceStateDown = oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "the login state is unavailable; retry shortly")
+
 // deviceGrant answers a token request with DeviceCodeGrantType (RFC 8628
 // §3.4–3.5): authorization_pending until the user decides, slow_down (and 5 s
 // more on the interval) for a poll that comes too soon, access_denied after
 // a denial, expired_token after expires_in, and the tokens once: a device
 // code that already got its tokens gets invalid_grant and, as a reused
 // authorization code does, revokes the login session it started.
+//
+// As for a code exchange, the tokens are minted and stored first and the
+// record marked issued last (the commit): a StateStore failing at any step
+// answers temporarily_unavailable and leaves an approved device code
+// redeemable, and of concurrent polls only the one whose swap wins hands
+// anything out.
 func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Values) (*tokenResponse, *oauthError) {
 	dc := form.Get("device_code")
 	bad := oerr(http.StatusBadRequest, "invalid_grant", "the device code is invalid, already used, or was issued to another client")
@@ -303,12 +313,12 @@ func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Valu
 		if errors.Is(err, ErrStateNotFound) {
 			return nil, bad
 		}
-		var rec deviceRecord
-		if err == nil {
-			err = json.Unmarshal(b, &rec)
-		}
 		if err != nil {
-			h.log.ErrorContext(ctx, "server: token: loading device code", "err", err)
+			return nil, h.errStateDown(ctx, "loading the device code", err)
+		}
+		var rec deviceRecord
+		if err := json.Unmarshal(b, &rec); err != nil {
+			h.log.ErrorContext(ctx, "server: token: unreadable device code record", "err", err)
 			return nil, oerr(http.StatusInternalServerError, "server_error", "")
 		}
 		now := h.cfg.Now()
@@ -318,7 +328,7 @@ func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Valu
 		switch rec.Status {
 		case deviceIssued:
 			if err := h.revokeSession(ctx, rec.SessionID); err != nil {
-				h.log.ErrorContext(ctx, "server: token: revoking session after device code reuse", "err", err)
+				return nil, h.errStateDown(ctx, "revoking the session of a reused device code", err)
 			}
 			h.log.WarnContext(ctx, "server: device code reused; login session revoked", "client_id", client.ID, "sid", rec.SessionID)
 			return nil, bad
@@ -353,14 +363,35 @@ func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Valu
 				next.NextPoll, next.Spare = now.Add(iv-iv/5), false
 			}
 		}
+		var resp *tokenResponse
+		if rec.Status == deviceApproved {
+			revoked, err := isRevoked(ctx, h.cfg.State, "", rec.Identity.SessionID, rec.Identity.Subject, rec.AuthTime)
+			if err != nil {
+				return nil, h.errStateDown(ctx, "revocation check", err)
+			}
+			if revoked {
+				return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
+			}
+			// The scopes granted as for the code flow (parseScope); an ID
+			// token when "openid" is among them, without nonce (RFC 8628
+			// has none).
+			scopes, _ := parseScope(rec.Scope)
+			rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: *rec.Identity, AuthTime: rec.AuthTime, Scopes: scopes}
+			var e *oauthError
+			if resp, e = h.mintAndIssue(ctx, rr, false, scopes, ""); e != nil {
+				return nil, e
+			}
+		}
 		nb, err := json.Marshal(next)
 		if err != nil {
 			return nil, oerr(http.StatusInternalServerError, "server_error", "")
 		}
 		ok, err := h.cfg.State.CompareAndSwap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
+		if (err != nil || !ok) && resp != nil {
+			h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
+		}
 		if err != nil {
-			h.log.ErrorContext(ctx, "server: token: updating device code", "err", err)
-			return nil, oerr(http.StatusInternalServerError, "server_error", "")
+			return nil, h.errStateDown(ctx, "updating the device code", err)
 		}
 		if !ok {
 			continue
@@ -368,27 +399,11 @@ func (h *Handler) deviceGrant(ctx context.Context, client *Client, form url.Valu
 		if slow {
 			return nil, oerr(http.StatusBadRequest, "slow_down", "polling too often; wait 5 seconds more between requests")
 		}
-		if rec.Status != deviceApproved {
+		if resp == nil {
 			return nil, oerr(http.StatusBadRequest, "authorization_pending", "the user has not yet approved the request")
 		}
-		revoked, err := isRevoked(ctx, h.cfg.State, "", rec.Identity.SessionID, rec.Identity.Subject, rec.AuthTime)
-		if err != nil {
-			h.log.ErrorContext(ctx, "server: token: revocation check", "err", err)
-			return nil, oerr(http.StatusInternalServerError, "server_error", "")
-		}
-		if revoked {
-			return nil, oerr(http.StatusBadRequest, "invalid_grant", "the sign-in was revoked; sign in again")
-		}
-		// The scopes granted as for the code flow (parseScope); an ID
-		// token when "openid" is among them, without nonce (RFC 8628 has
-		// none).
-		scopes, _ := parseScope(rec.Scope)
-		rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: *rec.Identity, AuthTime: rec.AuthTime, Scopes: scopes}
-		resp, e := h.mintAndIssue(ctx, rr, false, scopes, "")
-		if e == nil {
-			h.log.InfoContext(ctx, "server: token issued", "grant_type", "device_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
-		}
-		return resp, e
+		h.log.InfoContext(ctx, "server: token issued", "grant_type", "device_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
+		return resp, nil
 	}
 	// Only polls racing each other change the record this often.
 	return nil, oerr(http.StatusBadRequest, "slow_down", "polling too often; wait 5 seconds more between requests")

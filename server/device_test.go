@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -750,4 +751,58 @@ func (s *barrierStore) Get(ctx context.Context, key string) ([]byte, error) {
 		}
 	}
 	return b, err
+}
+
+// A poll of an approved device code whose state store fails at any step
+// answers 503 temporarily_unavailable and leaves the device code redeemable
+// exactly once when the store is back: a store outage does not turn the
+// next poll into a "reuse" that ends the login.
+func TestDeviceTokenWhenStateStoreFails(t *testing.T) {
+	f := &faultyStore{}
+	e := deviceEnv(t, func(c *server.Config) {
+		f.StateStore = c.State
+		c.State = f
+	})
+	form := func(dc string) url.Values {
+		return url.Values{"grant_type": {server.DeviceCodeGrantType}, "device_code": {dc}, "client_id": {"mytool"}}
+	}
+	for n := 0; ; n++ {
+		da := e.startDevice("mytool")
+		newBrowser(t).decideDevice(da, "ada@example.com", "authorize")
+		f.failFrom(n)
+		st, m, h := e.postForm(server.TokenPath, form(da.DeviceCode))
+		if failed := f.heal(); failed == 0 {
+			if st != 200 {
+				t.Fatalf("poll with a working store: %d %v", st, m)
+			}
+			e.wantPoll("mytool", da.DeviceCode, 400, "invalid_grant")
+			return // every step has been made to fail once
+		}
+		checkUnavailable(t, fmt.Sprintf("device poll failing after %d store calls", n), st, m, h)
+		m = e.wantPoll("mytool", da.DeviceCode, 200, "")
+		if st, _ := e.apiMe(m["access_token"].(string)); st != 200 {
+			t.Fatalf("after a failure at store call %d, the retried poll's token is refused (%d)", n+1, st)
+		}
+		if st, _ := e.refresh(m["refresh_token"].(string)); st != 200 {
+			t.Fatalf("after a failure at store call %d, the retried poll's refresh token is refused (%d)", n+1, st)
+		}
+		e.wantPoll("mytool", da.DeviceCode, 400, "invalid_grant")
+	}
+}
+
+// The device authorization endpoint answers 503 temporarily_unavailable
+// with Retry-After when the state store cannot store the request.
+func TestDeviceAuthorizationWhenStateStoreFails(t *testing.T) {
+	f := &faultyStore{}
+	e := deviceEnv(t, func(c *server.Config) {
+		f.StateStore = c.State
+		c.State = f
+	})
+	for n := range 2 {
+		f.failFrom(n)
+		st, m, h := e.postForm(server.DeviceAuthorizationPath, url.Values{"client_id": {"mytool"}})
+		f.heal()
+		checkUnavailable(t, fmt.Sprintf("device authorization failing after %d store calls", n), st, m, h)
+	}
+	e.startDevice("mytool")
 }
