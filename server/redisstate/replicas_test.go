@@ -76,7 +76,7 @@ func newCluster(t *testing.T, n int, storeTimeout time.Duration) *cluster {
 			t.Fatal(err)
 		}
 		cfg := server.Config{
-			Issuer: issuer, Clients: []server.Client{{ID: "mytool"}}, Authenticator: dev, Minter: minter,
+			Issuer: issuer, Clients: []server.Client{{ID: "mytool", DeviceFlow: true}}, Authenticator: dev, Minter: minter,
 			State: state, Now: c.clock.Now, RevocationCacheTTL: revocationBound,
 		}
 		h, err := server.New(cfg)
