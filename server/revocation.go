@@ -37,8 +37,8 @@ const maxRevocationEntries = 1 << 16
 // revocations answers "was this login session or subject revoked?" for a
 // Verifier, from a local cache of StateStore lookups. A lookup's answer,
 // revoked or not, is trusted for ttl of the system clock (not the
-// verifier's Now, which tests freeze); concurrent misses of one key share
-// one lookup. Revocations the local Handler records are learnt at once.
+// verifier's Now, which tests freeze), counted from when the store was
+// read; concurrent misses of one key share one lookup. Revocations the local Handler records are learnt at once.
 type revocations struct {
 	st       StateStore
 	ttl      time.Duration // ≤ 0: no cache
@@ -136,6 +136,10 @@ func (r *revocations) lookup(ctx context.Context, key string) ([]byte, error) {
 			gctx, cancel = context.WithTimeout(gctx, revocationProbe)
 			defer cancel()
 		}
+		// The answer is as old as the read's start: a revocation written
+		// while a slow answer was on its way must still be seen within
+		// the bound.
+		readAt := time.Now()
 		l.value, l.err = r.st.Get(gctx, key)
 		if errors.Is(l.err, ErrStateNotFound) {
 			l.value, l.err = nil, nil
@@ -143,7 +147,7 @@ func (r *revocations) lookup(ctx context.Context, key string) ([]byte, error) {
 		r.mu.Lock()
 		delete(r.inflight, key)
 		if l.err == nil {
-			r.store(key, revEntry{value: l.value, fetched: time.Now()})
+			r.store(key, revEntry{value: l.value, fetched: readAt})
 			r.downUntil = time.Time{}
 		} else if !time.Now().Before(r.downUntil) {
 			r.downUntil = time.Now().Add(revocationRetry)

@@ -181,3 +181,52 @@ func TestRequireTokenWhenStateStoreIsDown(t *testing.T) {
 		}
 	}
 }
+
+// slowRevocationStore answers the first Get of a session's revocation
+// marker as it stood when read, but only once the test lets it return.
+type slowRevocationStore struct {
+	server.StateStore
+	armed      atomic.Bool
+	read, done chan struct{}
+}
+
+func (s *slowRevocationStore) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := s.StateStore.Get(ctx, key)
+	if strings.HasPrefix(key, "keyloop:revoked") && s.armed.CompareAndSwap(true, false) {
+		close(s.read)
+		<-s.done
+	}
+	return v, err
+}
+
+// The revocation bound counts from when the state store was read, not from
+// when its slow answer arrived: a logout made while the lookup was on its
+// way is honoured once RevocationCacheTTL has passed since the read.
+func TestRevocationBoundCountsFromTheRead(t *testing.T) {
+	const bound = 100 * time.Millisecond
+	e := newEnv(t, envOpts{})
+	slow := &slowRevocationStore{StateStore: e.state, read: make(chan struct{}), done: make(chan struct{})}
+	jwks, _ := e.minter.JWKS()
+	other, err := server.NewVerifier(server.VerifierConfig{Issuer: e.issuer, JWKS: jwks, Now: e.clock.Now,
+		State: slow, RevocationCacheTTL: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tok := e.login()
+	slow.armed.Store(true)
+	first := make(chan error, 1)
+	go func() { _, err := other.Verify(ctx, tok.AccessToken); first <- err }()
+	<-slow.read // "not revoked" was read ...
+	if st, _, _ := e.postForm(server.RevokePath, map[string][]string{"token": {tok.AccessToken}}); st != 200 {
+		t.Fatalf("revoke: %d", st)
+	}
+	time.Sleep(2 * bound) // ... longer ago than the bound when it arrives
+	close(slow.done)
+	if err := <-first; err != nil {
+		t.Fatalf("the verification that read before the logout: %v", err)
+	}
+	if _, err := other.Verify(ctx, tok.AccessToken); !errors.Is(err, server.ErrTokenRevoked) {
+		t.Fatalf("verification after the bound since the read: %v; want ErrTokenRevoked", err)
+	}
+}
