@@ -41,11 +41,14 @@ func (s Secret) Format(f fmt.State, verb rune) {
 }
 
 // RecordVersion is the newest format version MarshalRecord writes and
-// UnmarshalRecord reads. A Record without Pending, Ended and LostRefreshAt
-// is written as version 1, which older releases read; one with them as
-// version 2, which older releases refuse ("upgrade it") rather than misread
-// (they would serve an unverified token, or call a dead login logged in).
-const RecordVersion = 2
+// UnmarshalRecord reads. A Record without Pending, Ended, LostRefreshAt and
+// AccessTokenOpaque is written as version 1, which older releases read; one
+// with Pending, Ended or LostRefreshAt as version 2, and one with
+// AccessTokenOpaque as version 3, which older releases refuse ("upgrade
+// it") rather than misread (they would serve an unverified token, call a
+// dead login logged in, or fail to refresh a login whose access tokens are
+// not JWTs).
+const RecordVersion = 3
 
 // Pending is an access token the token endpoint returned that has not been
 // verified yet: a refresh's answer is saved before the token is checked, so
@@ -58,6 +61,9 @@ type Pending struct {
 	Expiry      time.Time // from the response's expires_in; zero when unknown. A JWT's own "exp" replaces it.
 	// ReceivedAt is when the answer arrived.
 	ReceivedAt time.Time
+	// IDToken is the OpenID Connect ID token that came with it; empty when
+	// none came (the Record's IDToken then stays).
+	IDToken Secret
 }
 
 // Ended records that the server refused the login's refresh token
@@ -79,8 +85,16 @@ type Record struct {
 	AccessToken  Secret    // the access token (a JWT for keyloop servers)
 	RefreshToken Secret    // empty when the server issued none
 	TokenType    string    // "Bearer" when empty
-	Expiry       time.Time // the access token's expiry
+	Expiry       time.Time // the access token's expiry; zero when unknown (an opaque token without expires_in)
 	IssuedAt     time.Time // when the access token was issued; Expiry-IssuedAt is its lifetime
+	// IDToken is the last OpenID Connect ID token the server issued (at
+	// login, or with a refresh); empty when it issued none.
+	IDToken Secret
+	// AccessTokenOpaque is set when the client does not verify the access
+	// tokens (opaque ones, or JWTs for another audience): they are taken
+	// as the token endpoint returned them, and Expiry comes from
+	// expires_in.
+	AccessTokenOpaque bool
 
 	Issuer             string // the authorization server's issuer URL
 	ClientID           string // the OAuth client ID the tokens were issued to
@@ -89,8 +103,14 @@ type Record struct {
 	JWKSURI            string // where the keys verifying access tokens are
 	TokenIssuer        string // expected "iss" of access tokens; Issuer when empty
 	Audience           string // expected "aud" of access tokens; unchecked when empty
+	IssuerJWKSURI      string // the issuer's own key set (jwks_uri), which verifies ID tokens; empty when none
+	// TokenAuth is how the client authenticates at the token and
+	// revocation endpoints: "" (none: a public client),
+	// "client_secret_basic" or "client_secret_post". The secret itself is
+	// not stored; it comes from the program's configuration.
+	TokenAuth string
 
-	Subject string // the "sub" of the verified access token
+	Subject string // the user's "sub": from the verified ID token, else the verified access token, else userinfo
 	Account string // a display name for the account (e-mail when known)
 
 	// Pending, when set, is the access token of a refresh whose answer was
@@ -112,6 +132,7 @@ type pendingJSON struct {
 	TokenType   string    `json:"token_type,omitempty"`
 	Expiry      time.Time `json:"expiry,omitzero"`
 	ReceivedAt  time.Time `json:"received_at,omitzero"`
+	IDToken     string    `json:"id_token,omitempty"`
 }
 
 type endedJSON struct {
@@ -127,6 +148,8 @@ type recordJSON struct {
 	TokenType          string       `json:"token_type,omitempty"`
 	Expiry             time.Time    `json:"expiry"`
 	IssuedAt           time.Time    `json:"issued_at,omitzero"`
+	IDToken            string       `json:"id_token,omitempty"`
+	AccessTokenOpaque  bool         `json:"access_token_opaque,omitempty"`
 	Issuer             string       `json:"issuer"`
 	ClientID           string       `json:"client_id"`
 	TokenEndpoint      string       `json:"token_endpoint"`
@@ -134,6 +157,8 @@ type recordJSON struct {
 	JWKSURI            string       `json:"jwks_uri,omitempty"`
 	TokenIssuer        string       `json:"token_issuer,omitempty"`
 	Audience           string       `json:"audience,omitempty"`
+	IssuerJWKSURI      string       `json:"issuer_jwks_uri,omitempty"`
+	TokenAuth          string       `json:"token_auth,omitempty"`
 	Subject            string       `json:"subject,omitempty"`
 	Account            string       `json:"account,omitempty"`
 	Pending            *pendingJSON `json:"pending,omitempty"`
@@ -153,19 +178,24 @@ func MarshalRecord(r *Record) ([]byte, error) {
 		TokenType: r.TokenType, Expiry: r.Expiry.UTC(), IssuedAt: r.IssuedAt.UTC(), Issuer: r.Issuer, ClientID: r.ClientID,
 		TokenEndpoint: r.TokenEndpoint, RevocationEndpoint: r.RevocationEndpoint, JWKSURI: r.JWKSURI,
 		TokenIssuer: r.TokenIssuer, Audience: r.Audience, Subject: r.Subject, Account: r.Account,
-		LostRefreshAt: r.LostRefreshAt.UTC(),
+		LostRefreshAt: r.LostRefreshAt.UTC(), IDToken: string(r.IDToken), AccessTokenOpaque: r.AccessTokenOpaque,
+		IssuerJWKSURI: r.IssuerJWKSURI, TokenAuth: r.TokenAuth,
 	}
 	if p := r.Pending; p != nil {
 		if p.AccessToken == "" {
 			return nil, fmt.Errorf("tokenstore: record's pending token is empty")
 		}
-		j.Pending = &pendingJSON{AccessToken: string(p.AccessToken), TokenType: p.TokenType, Expiry: p.Expiry.UTC(), ReceivedAt: p.ReceivedAt.UTC()}
+		j.Pending = &pendingJSON{AccessToken: string(p.AccessToken), TokenType: p.TokenType, Expiry: p.Expiry.UTC(),
+			ReceivedAt: p.ReceivedAt.UTC(), IDToken: string(p.IDToken)}
 	}
 	if e := r.Ended; e != nil {
 		j.Ended = &endedJSON{At: e.At.UTC(), Reason: e.Reason, Description: e.Description}
 	}
 	if j.Pending != nil || j.Ended != nil || !r.LostRefreshAt.IsZero() {
 		j.Version = 2
+	}
+	if r.AccessTokenOpaque {
+		j.Version = 3
 	}
 	return json.Marshal(j)
 }
@@ -194,10 +224,12 @@ func UnmarshalRecord(b []byte) (*Record, error) {
 		Expiry: j.Expiry, IssuedAt: j.IssuedAt, Issuer: j.Issuer, ClientID: j.ClientID,
 		TokenEndpoint: j.TokenEndpoint, RevocationEndpoint: j.RevocationEndpoint, JWKSURI: j.JWKSURI,
 		TokenIssuer: j.TokenIssuer, Audience: j.Audience, Subject: j.Subject, Account: j.Account,
-		LostRefreshAt: j.LostRefreshAt,
+		LostRefreshAt: j.LostRefreshAt, IDToken: Secret(j.IDToken), AccessTokenOpaque: j.AccessTokenOpaque,
+		IssuerJWKSURI: j.IssuerJWKSURI, TokenAuth: j.TokenAuth,
 	}
 	if p := j.Pending; p != nil {
-		r.Pending = &Pending{AccessToken: Secret(p.AccessToken), TokenType: p.TokenType, Expiry: p.Expiry, ReceivedAt: p.ReceivedAt}
+		r.Pending = &Pending{AccessToken: Secret(p.AccessToken), TokenType: p.TokenType, Expiry: p.Expiry,
+			ReceivedAt: p.ReceivedAt, IDToken: Secret(p.IDToken)}
 	}
 	if e := j.Ended; e != nil {
 		r.Ended = &Ended{At: e.At, Reason: e.Reason, Description: e.Description}

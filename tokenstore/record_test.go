@@ -49,7 +49,8 @@ func TestSecretRedacts(t *testing.T) {
 
 func TestRecordVersions(t *testing.T) {
 	rec := &Record{AccessToken: "a", RefreshToken: "r", Expiry: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
-		Issuer: "https://auth.example.com", ClientID: "mytool"}
+		Issuer: "https://auth.example.com/", ClientID: "mytool", IDToken: "id", IssuerJWKSURI: "https://auth.example.com/jwks",
+		TokenAuth: "client_secret_basic"}
 	b, err := MarshalRecord(rec)
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +60,17 @@ func TestRecordVersions(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"version":1`) {
 		t.Errorf("a plain record is not written as version 1 (older releases could not read it): %s", b)
+	}
+	// Access tokens the client does not verify need version 3: an older
+	// release would try to verify them as JWTs at the next refresh and fail.
+	opaque := *rec
+	opaque.AccessTokenOpaque = true
+	opaque.Pending = &Pending{AccessToken: "p", IDToken: "id2", ReceivedAt: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}
+	if b, err = MarshalRecord(&opaque); err != nil || !strings.Contains(string(b), `"version":3`) {
+		t.Errorf("an opaque-token record written as %s, %v; want version 3", b, err)
+	}
+	if got, err := UnmarshalRecord(b); err != nil || !got.AccessTokenOpaque || got.Pending == nil || *got.Pending != *opaque.Pending {
+		t.Errorf("opaque round trip = %+v, %v", got, err)
 	}
 	// A pending token, an ended login and a lost refresh need version 2, so
 	// an older release refuses them instead of serving an unverified token
@@ -91,7 +103,7 @@ func TestRecordVersions(t *testing.T) {
 		t.Fatalf("version 1 = %+v, %v", got, err)
 	}
 	for name, c := range map[string]struct{ in, msg string }{
-		"newer":         {`{"version":3,"access_token":"secret-a"}`, "version 3 is newer than this program reads (2); upgrade it"},
+		"newer":         {`{"version":4,"access_token":"secret-a"}`, "version 4 is newer than this program reads (3); upgrade it"},
 		"empty pending": {`{"version":2,"access_token":"secret-a","pending":{"access_token":""}}`, "pending token is empty"},
 		"no version":    {`{"access_token":"secret-a"}`, "no version"},
 		"no token":      {`{"version":1}`, "no access token"},
