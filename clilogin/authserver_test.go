@@ -5,13 +5,16 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +70,7 @@ type authServer struct {
 	mu        sync.Mutex
 	codes     map[string]codeGrant
 	refreshes map[string]string // refresh token → subject
+	openid    map[string]bool   // refresh token → the grant has openid
 	accepted  map[string]bool   // access tokens /api/me accepts
 	secrets   []string          // every code and token issued
 	revoked   []string          // token_type_hint of each revocation
@@ -89,10 +93,28 @@ type authServer struct {
 	// RefreshRefusal is the error_description of invalid_grant answers to
 	// unknown refresh tokens.
 	RefreshRefusal string
+
+	// OpenID Connect and provider quirks.
+	IDMint          func(jwt.MapClaims) // edits ID token claims before signing
+	KeepRefresh     bool                // refresh answers carry no refresh token; the old one stays valid
+	NoIDOnRefresh   bool                // refresh answers carry no ID token
+	NoIDToken       bool                // no answer carries an ID token
+	ClientSecret    string              // when set, the token endpoint requires it
+	ClientAuth      string              // "client_secret_basic" (default with a secret) or "client_secret_post"
+	RedirectPath    string              // the registered callback path; default /callback
+	Published       string              // the issuer as the metadata, callbacks and tokens name it; default Issuer
+	MetadataPaths   []string            // where metadata is served; default RFC 8414's /.well-known/oauth-authorization-server
+	HTMLElsewhere   bool                // other paths answer 200 with an HTML page, as a web app's catch-all does
+	Userinfo        bool                // serve and advertise /userinfo
+	FormAnswer      bool                // token answers are form-encoded, as GitHub's are without Accept: application/json
+	LastAuthQuery   atomic.Pointer[url.Values]
+	TokenAuthHeader atomic.Pointer[string] // the last token request's Authorization header
 }
 
 type codeGrant struct {
 	challenge, redirect, clientID string
+	nonce                         string
+	openid                        bool
 }
 
 const testClientID = "mytool"
@@ -105,10 +127,11 @@ func newAuthServer(t testing.TB, clock *testClock) *authServer {
 	}
 	a := &authServer{
 		t: t, clock: clock, key: key, kid: "test-key-1", TTL: time.Hour,
-		codes: map[string]codeGrant{}, refreshes: map[string]string{}, accepted: map[string]bool{},
+		codes: map[string]codeGrant{}, refreshes: map[string]string{}, openid: map[string]bool{}, accepted: map[string]bool{},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/oauth-authorization-server", a.metadata)
+	mux.HandleFunc("GET /", a.wellKnown)
+	mux.HandleFunc("GET /userinfo", a.userinfo)
 	mux.HandleFunc("GET /authorize", a.authorize)
 	mux.HandleFunc("POST /token", a.token)
 	mux.HandleFunc("GET /jwks", a.jwks)
@@ -125,9 +148,51 @@ func newAuthServer(t testing.TB, clock *testClock) *authServer {
 // Close stops the server: later requests fail to connect.
 func (a *authServer) Close() { a.srv.Close() }
 
+// iss is the issuer as the server publishes it.
+func (a *authServer) iss() string {
+	if a.Published != "" {
+		return a.Published
+	}
+	return a.Issuer
+}
+
+// wellKnown serves the metadata at MetadataPaths, and 404 (or, with
+// HTMLElsewhere, a web page) elsewhere.
+func (a *authServer) wellKnown(w http.ResponseWriter, r *http.Request) {
+	paths := a.MetadataPaths
+	if paths == nil {
+		paths = []string{"/.well-known/oauth-authorization-server"}
+	}
+	switch {
+	case slices.Contains(paths, r.URL.Path):
+		a.metadata(w, r)
+	case a.HTMLElsewhere:
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!doctype html><title>app</title>")
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// userinfo answers the OpenID Connect userinfo request of an accepted
+// access token.
+func (a *authServer) userinfo(w http.ResponseWriter, r *http.Request) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	a.mu.Lock()
+	ok = ok && a.accepted[tok]
+	a.mu.Unlock()
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"sub": "user-1", "email": "user-1@userinfo.example"})
+}
+
 func (a *authServer) metadata(w http.ResponseWriter, _ *http.Request) {
 	md := map[string]any{
-		"issuer":                           a.Issuer,
+		"issuer":                           a.iss(),
 		"authorization_endpoint":           a.Issuer + "/authorize",
 		"token_endpoint":                   a.Issuer + "/token",
 		"jwks_uri":                         a.Issuer + "/jwks",
@@ -136,6 +201,12 @@ func (a *authServer) metadata(w http.ResponseWriter, _ *http.Request) {
 		"response_types_supported":         []string{"code"},
 		"grant_types_supported":            []string{"authorization_code", "refresh_token"},
 		"authorization_response_iss_parameter_supported": true,
+	}
+	// As keyloop servers do: the access tokens' issuer is always named,
+	// so the client verifies them (AccessTokenAuto).
+	md["access_token_issuer"] = a.iss()
+	if a.Userinfo {
+		md["userinfo_endpoint"] = a.Issuer + "/userinfo"
 	}
 	if a.TokenIssuer != "" {
 		md["access_token_issuer"] = a.TokenIssuer
@@ -156,8 +227,14 @@ func (a *authServer) metadata(w http.ResponseWriter, _ *http.Request) {
 
 func (a *authServer) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	a.LastAuthQuery.Store(&q)
+	path := a.RedirectPath
+	if path == "" {
+		path = "/callback"
+	}
 	redirect, err := url.Parse(q.Get("redirect_uri"))
-	if err != nil || redirect.Scheme != "http" || !net.ParseIP(redirect.Hostname()).IsLoopback() || redirect.Path != "/callback" {
+	if err != nil || redirect.Scheme != "http" || !(redirect.Hostname() == "localhost" || net.ParseIP(redirect.Hostname()).IsLoopback()) ||
+		redirect.Path != path {
 		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
 		return
 	}
@@ -171,7 +248,7 @@ func (a *authServer) authorize(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	iss := a.CallbackIss
 	if iss == "" {
-		iss = a.Issuer
+		iss = a.iss()
 	}
 	back := url.Values{"state": {q.Get("state")}, "iss": {iss}}
 	switch a.Mode {
@@ -183,7 +260,8 @@ func (a *authServer) authorize(w http.ResponseWriter, r *http.Request) {
 	default:
 		code := a.secret("code")
 		a.mu.Lock()
-		a.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"), clientID: q.Get("client_id")}
+		a.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"), clientID: q.Get("client_id"),
+			nonce: q.Get("nonce"), openid: slices.Contains(strings.Fields(q.Get("scope")), "openid")}
 		a.mu.Unlock()
 		back.Set("code", code)
 	}
@@ -216,11 +294,13 @@ func (a *authServer) oauthError(w http.ResponseWriter, code string) {
 }
 
 func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("client_id") != testClientID {
+	if err := r.ParseForm(); err != nil || !a.clientAuthenticated(r) {
 		a.oauthError(w, "invalid_client")
 		return
 	}
-	var sub string
+	var sub, nonce string
+	var openid bool
+	oldRefresh := r.PostForm.Get("refresh_token")
 	switch r.PostForm.Get("grant_type") {
 	case "authorization_code":
 		a.mu.Lock()
@@ -233,12 +313,15 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 			a.oauthError(w, "invalid_grant")
 			return
 		}
-		sub = "user-1"
+		sub, nonce, openid = "user-1", g.nonce, g.openid
 	case "refresh_token":
 		a.RefreshAttempts.Add(1)
 		a.mu.Lock()
-		s, ok := a.refreshes[r.PostForm.Get("refresh_token")]
-		delete(a.refreshes, r.PostForm.Get("refresh_token")) // rotation
+		s, ok := a.refreshes[oldRefresh]
+		openid = a.openid[oldRefresh]
+		if !a.KeepRefresh {
+			delete(a.refreshes, oldRefresh) // rotation
+		}
 		a.mu.Unlock()
 		if !ok {
 			a.oauthErrorDesc(w, "invalid_grant", a.RefreshRefusal)
@@ -252,12 +335,24 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 	}
 	access := a.mintFor(sub)
 	refresh := a.secret("refresh")
+	refreshing := r.PostForm.Get("grant_type") == "refresh_token"
 	a.mu.Lock()
-	a.refreshes[refresh] = sub
+	if refreshing && a.KeepRefresh {
+		refresh = ""
+	} else {
+		a.refreshes[refresh] = sub
+		a.openid[refresh] = openid
+	}
 	a.accepted[access] = true
 	a.mu.Unlock()
 	resp := map[string]any{"access_token": access, "token_type": "Bearer", "refresh_token": refresh,
 		"expires_in": int(a.TTL / time.Second)}
+	if refresh == "" {
+		delete(resp, "refresh_token")
+	}
+	if openid && !a.NoIDToken && !(refreshing && a.NoIDOnRefresh) {
+		resp["id_token"] = a.mintID(sub, nonce, access)
+	}
 	if a.ExpiresIn != nil {
 		resp["expires_in"] = a.ExpiresIn
 	}
@@ -267,8 +362,17 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 	if d := time.Duration(a.RefreshDelay.Load()); r.PostForm.Get("grant_type") == "refresh_token" && d > 0 {
 		time.Sleep(d) // the rotation is committed; the answer is late
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if a.FormAnswer {
+		form := url.Values{}
+		for k, v := range resp {
+			form.Set(k, fmt.Sprint(v))
+		}
+		w.Header().Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		_, _ = io.WriteString(w, form.Encode())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
@@ -283,12 +387,53 @@ func (a *authServer) oauthErrorDesc(w http.ResponseWriter, code, desc string) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
+// clientAuthenticated checks the client's credentials as the server's
+// ClientSecret and ClientAuth say.
+func (a *authServer) clientAuthenticated(r *http.Request) bool {
+	a.TokenAuthHeader.Store(ptr(r.Header.Get("Authorization")))
+	if a.ClientSecret == "" {
+		return r.PostForm.Get("client_id") == testClientID && r.Header.Get("Authorization") == ""
+	}
+	if a.ClientAuth == "client_secret_post" {
+		return r.PostForm.Get("client_id") == testClientID && r.PostForm.Get("client_secret") == a.ClientSecret &&
+			r.Header.Get("Authorization") == ""
+	}
+	id, secret, ok := r.BasicAuth()
+	id, _ = url.QueryUnescape(id)
+	secret, _ = url.QueryUnescape(secret)
+	return ok && id == testClientID && secret == a.ClientSecret && !r.PostForm.Has("client_secret")
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// mintID signs an OpenID Connect ID token for sub, to the test client.
+func (a *authServer) mintID(sub, nonce, access string) string {
+	now := a.clock.Now()
+	sum := sha512.Sum512([]byte(access)) // at_hash for EdDSA
+	c := jwt.MapClaims{
+		"iss": a.iss(), "sub": sub, "aud": testClientID, "azp": testClientID,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "auth_time": now.Unix(),
+		"email": sub + "@example.com", "at_hash": base64.RawURLEncoding.EncodeToString(sum[:32]),
+	}
+	if nonce != "" {
+		c["nonce"] = nonce
+	}
+	if a.IDMint != nil {
+		a.IDMint(c)
+	}
+	s := a.sign(jwt.SigningMethodEdDSA, a.key, a.kid, c)
+	a.mu.Lock()
+	a.secrets = append(a.secrets, s)
+	a.mu.Unlock()
+	return s
+}
+
 // mintFor signs an access token for sub with the server's key.
 func (a *authServer) mintFor(sub string) string {
 	now := a.clock.Now()
 	iss := a.TokenIssuer
 	if iss == "" {
-		iss = a.Issuer
+		iss = a.iss()
 	}
 	c := jwt.MapClaims{
 		"iss": iss, "sub": sub, "email": sub + "@example.com",
@@ -340,7 +485,7 @@ func (a *authServer) jwks(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *authServer) revoke(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("client_id") != testClientID {
+	if err := r.ParseForm(); err != nil || !a.clientAuthenticated(r) {
 		a.oauthError(w, "invalid_client")
 		return
 	}

@@ -8,11 +8,17 @@
 // command, Status for "status", Token (or TokenSource, or HTTPClient) wherever
 // it needs to call its API, and Logout for "logout".
 //
-// Every endpoint is discovered from the server's RFC 8414 metadata; only the
-// issuer URL is configured. Access tokens are JWTs and are verified at login
-// and after every refresh: signature against the server's JWKS (EdDSA, ES256,
-// RS256 or PS256; never "none", never HMAC), "iss", "aud" when one is
-// configured or advertised, and "exp"/"nbf"/"iat" with a small leeway.
+// It works with a keyloop server and with any OAuth 2.0 or OpenID Connect
+// provider. Every endpoint is discovered from the server's RFC 8414 or
+// OpenID Connect metadata (or given in Config.Endpoints when a provider
+// publishes none); only the issuer URL is configured. Access tokens are
+// verified when the server says how (keyloop servers: a JWT checked
+// against the server's JWKS with EdDSA, ES256, RS256 or PS256, never
+// "none" or HMAC, for "iss", "aud" when one is configured or advertised,
+// and "exp"/"nbf"/"iat" with a small leeway); other providers' access
+// tokens are taken as their token endpoint returns them (see
+// AccessTokenMode). With the "openid" scope, the ID token is verified and
+// names the user.
 //
 // Login prints the URL first, then opens the browser and shows a spinner with
 // the elapsed time on a terminal (plain lines elsewhere). Over SSH, in a
@@ -47,7 +53,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/keyloop/keyloop/tokenstore"
 	"html/template"
 	"io"
 	"net"
@@ -58,18 +63,34 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/keyloop/keyloop/tokenstore"
 )
 
 // Config configures a Client. Only Issuer, ClientID and AppName are required;
 // every other zero value is documented on its field.
 type Config struct {
-	// Issuer is the authorization server's issuer URL; every endpoint is
-	// discovered from its RFC 8414 metadata at
-	// Issuer + "/.well-known/oauth-authorization-server" (for an issuer with
-	// a path, the RFC 8414 form with the well-known segment inserted before
-	// the path is tried first). It must be https, except for loopback hosts
-	// (127.0.0.0/8, [::1], localhost). A trailing "/" is ignored. Required.
+	// Issuer is the authorization server's issuer URL, as the provider
+	// publishes it ("https://tenant.auth0.com/",
+	// "https://login.microsoftonline.com/TENANT-ID/v2.0"). Every endpoint
+	// is discovered from its metadata: RFC 8414
+	// (/.well-known/oauth-authorization-server) or OpenID Connect Discovery
+	// (/.well-known/openid-configuration), for an issuer with a path in
+	// each standard's form (see Login). The metadata's "issuer" must be
+	// this URL; one terminating "/" more or less is accepted, and from then
+	// on the published form is compared exactly (the callback's "iss", the
+	// tokens' "iss"). The stored login's key ignores a terminating "/", so
+	// both forms share one login. It must be https, except for loopback
+	// hosts (127.0.0.0/8, [::1], localhost). Required, also with
+	// Endpoints, where it names the provider in messages and in the
+	// store.
 	Issuer string
+	// Endpoints, when set, are the provider's endpoints and nothing is
+	// discovered: for providers that publish no metadata (GitHub OAuth
+	// apps). Nil means discovery from Issuer.
+	Endpoints *Endpoints
 	// ClientID is the OAuth client ID the server registered for this CLI.
 	// Required.
 	ClientID string
@@ -85,12 +106,57 @@ type Config struct {
 	// cobralogin sets it to carry --server and --profile in the form the
 	// user gave them (flag or environment variable).
 	LoginCommand string
-	// Scopes are requested at login. Nil requests none.
+	// Scopes are requested at login. Nil requests none. With "openid"
+	// among them (OpenID Connect), Login sends a nonce, requires an ID
+	// token in the answer and verifies it (see Login), and the login's
+	// identity comes from it. Providers that issue a refresh token only
+	// when asked need "offline_access" here (Auth0, Okta, Entra ID,
+	// Zitadel) or an AuthParams entry (Google: access_type=offline).
 	Scopes []string
-	// Audience, when set, must be in the access token's "aud". Empty skips
-	// the audience check unless the server's metadata names one
+	// Audience, when set, must be in a verified access token's "aud", and
+	// (with AccessTokenAuto) makes access tokens verified. Empty skips the
+	// audience check unless the server's metadata names one
 	// (access_token_audience).
 	Audience string
+	// AccessTokenVerification says whether access tokens are verified (see
+	// AccessTokenMode). The zero value, AccessTokenAuto, verifies them when
+	// the server's metadata says how (keyloop servers do) or Audience is
+	// set, and otherwise accepts them as the token endpoint returned them.
+	AccessTokenVerification AccessTokenMode
+	// ClientSecret is the secret of a provider that issues one to
+	// installed apps (a Google "Desktop app" client, a GitHub OAuth app).
+	// Shipped inside a CLI it is not secret (RFC 8252 §8.5); PKCE is what
+	// protects the code. Empty means a public client: no client
+	// authentication, client_id in the request body ("none").
+	ClientSecret string
+	// AuthStyle says how ClientSecret is sent to the token and revocation
+	// endpoints: oauth2.AuthStyleInHeader (client_secret_basic, RFC 6749
+	// §2.3.1) or oauth2.AuthStyleInParams (client_secret_post). The zero
+	// value, oauth2.AuthStyleAutoDetect, follows the metadata's
+	// token_endpoint_auth_methods_supported: client_secret_basic when it is
+	// listed or the list is absent (RFC 8414's default), else
+	// client_secret_post; with Endpoints, client_secret_post. Ignored
+	// without a ClientSecret.
+	AuthStyle oauth2.AuthStyle
+	// AuthParams are extra parameters of the authorization request:
+	// "prompt" ("consent", "select_account"), "access_type"="offline"
+	// (Google's refresh tokens), "audience" (Auth0's API), "login_hint",
+	// "domain_hint". New refuses the parameters Login sets itself
+	// (response_type, client_id, redirect_uri, scope, state, nonce,
+	// code_challenge, code_challenge_method). Nil adds none.
+	AuthParams url.Values
+	// RedirectURL is the loopback redirect URI registered at the
+	// provider, for a provider that needs an exact match or a host other
+	// than 127.0.0.1: "http://localhost/callback" (Entra ID, which
+	// requires localhost and ignores the port),
+	// "http://127.0.0.1:8400/oauth/callback" (a fixed port and path). Its
+	// scheme is http; its host 127.0.0.1, [::1] or localhost (the listener
+	// then binds 127.0.0.1 and, on the same port when free, [::1]); its
+	// port a number, or none for a kernel-chosen one (RFC 8252 §7.3); its
+	// path the callback path. Empty means http://127.0.0.1:PORT/callback
+	// on the first usable ListenAddrs. Set at most one of RedirectURL and
+	// ListenAddrs.
+	RedirectURL string
 
 	// Store keeps tokens. Nil means tokenstore's default for AppName: the
 	// OS keychain, falling back to a 0600 file under the user config
@@ -109,7 +175,8 @@ type Config struct {
 	// ErrTokenFromEnv. Empty disables the override.
 	TokenEnv string
 
-	// HTTPClient is used for discovery, token, JWKS and revocation requests.
+	// HTTPClient is used for discovery, token, JWKS, userinfo and
+	// revocation requests.
 	// Nil means a client with a 30 s timeout. The Client uses a copy whose
 	// CheckRedirect never follows a redirect of a POST (token, revocation),
 	// so a code or refresh token is never re-sent to another address; other
@@ -171,7 +238,8 @@ type Config struct {
 	// 127.0.0.1 and [::1] are accepted: they are the loopback redirect URIs
 	// of RFC 8252 §7.3 that authorization servers accept with any port (not
 	// "localhost", not other 127.0.0.0/8 addresses, which servers refuse as
-	// redirect URIs). Nil means "127.0.0.1:0" (a kernel-chosen port).
+	// redirect URIs; RedirectURL offers localhost). Nil means
+	// "127.0.0.1:0" (a kernel-chosen port), or what RedirectURL says.
 	ListenAddrs []string
 	// Leeway is the clock skew allowed when checking exp/nbf/iat. Zero means
 	// 30 seconds; more than 5 minutes is refused by New.
@@ -217,6 +285,8 @@ type Client struct {
 	// wait sleeps between device flow polls; nil means a timer. Tests
 	// replace it.
 	wait func(ctx context.Context, d time.Duration) error
+
+	redirect redirectTarget // the parsed Config.RedirectURL
 }
 
 // refreshRetryDelay is how long a Client waits after a failed refresh before
@@ -235,9 +305,40 @@ func finishCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), finishRefreshTimeout)
 }
 
+// AccessTokenMode says whether a Client verifies the access tokens it
+// receives. A verified token must be a JWT signed by a key of the server's
+// key set (access_token_jwks_uri, else jwks_uri), with the expected "iss"
+// (access_token_issuer, else the issuer) and "aud" (Config.Audience, else
+// access_token_audience; unchecked when neither is set), and "exp"; its
+// "exp" is the login's expiry and its "sub" the user. An access token that
+// is not verified is the provider's business: an opaque string, or a JWT
+// addressed to another API (Auth0 with an API audience, Entra ID's tokens
+// for Microsoft Graph), which a client cannot or must not check. It is
+// accepted as the token endpoint returned it over TLS, which is its
+// authority; its lifetime is the answer's expires_in (unknown when absent:
+// it is used until an API refuses it, then refreshed), and the identity
+// comes from the ID token or userinfo.
+type AccessTokenMode int
+
+const (
+	// AccessTokenAuto verifies access tokens when the server's metadata
+	// says how (access_token_issuer, access_token_jwks_uri or
+	// access_token_audience, as keyloop servers publish) or
+	// Config.Audience is set; otherwise they are not verified.
+	AccessTokenAuto AccessTokenMode = iota
+	// AccessTokenJWT always verifies access tokens; one that is not a
+	// valid JWT fails the login (ErrInvalidToken).
+	AccessTokenJWT
+	// AccessTokenOpaque never verifies access tokens.
+	AccessTokenOpaque
+)
+
+// reservedAuthParams are the authorization request parameters Login sets.
+var reservedAuthParams = []string{"response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+	"code_challenge", "code_challenge_method"}
+
 // New checks cfg and returns a Client. It does no I/O.
 func New(cfg Config) (*Client, error) {
-	cfg.Issuer = strings.TrimRight(cfg.Issuer, "/")
 	switch {
 	case cfg.Issuer == "":
 		return nil, fmt.Errorf("%w: Issuer is required", ErrInvalidConfig)
@@ -247,12 +348,44 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: AppName is required", ErrInvalidConfig)
 	case cfg.Leeway < 0 || cfg.Leeway > maxLeeway:
 		return nil, fmt.Errorf("%w: Leeway must be from 0 to %s", ErrInvalidConfig, maxLeeway)
+	case cfg.AccessTokenVerification < AccessTokenAuto || cfg.AccessTokenVerification > AccessTokenOpaque:
+		return nil, fmt.Errorf("%w: unknown AccessTokenVerification %d", ErrInvalidConfig, cfg.AccessTokenVerification)
+	case cfg.AuthStyle < oauth2.AuthStyleAutoDetect || cfg.AuthStyle > oauth2.AuthStyleInHeader:
+		return nil, fmt.Errorf("%w: unknown AuthStyle %d", ErrInvalidConfig, cfg.AuthStyle)
 	}
 	if err := checkServerURL("Issuer", cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	if u, _ := url.Parse(cfg.Issuer); u.RawQuery != "" || u.Fragment != "" {
+	if u, _ := url.Parse(cfg.Issuer); u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
 		return nil, fmt.Errorf("%w: Issuer must not have a query or fragment", ErrInvalidConfig)
+	}
+	if e := cfg.Endpoints; e != nil {
+		for _, f := range []struct {
+			name, u  string
+			required bool
+		}{
+			{"Endpoints.Authorization", e.Authorization, true}, {"Endpoints.Token", e.Token, true},
+			{"Endpoints.Revocation", e.Revocation, false}, {"Endpoints.JWKS", e.JWKS, false},
+			{"Endpoints.Userinfo", e.Userinfo, false}, {"Endpoints.DeviceAuthorization", e.DeviceAuthorization, false},
+		} {
+			if f.u == "" && !f.required {
+				continue
+			}
+			if f.u == "" {
+				return nil, fmt.Errorf("%w: %s is required", ErrInvalidConfig, f.name)
+			}
+			if err := checkServerURL(f.name, f.u); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+			}
+		}
+		if strings.Contains(e.Authorization, "#") {
+			return nil, fmt.Errorf("%w: Endpoints.Authorization must not have a fragment", ErrInvalidConfig)
+		}
+	}
+	for _, k := range reservedAuthParams {
+		if cfg.AuthParams.Has(k) {
+			return nil, fmt.Errorf("%w: AuthParams must not set %q: Login sets it", ErrInvalidConfig, k)
+		}
 	}
 	if cfg.Pages != nil && (cfg.Pages.Lookup("success") == nil || cfg.Pages.Lookup("failure") == nil) {
 		return nil, fmt.Errorf("%w: Pages must define the templates \"success\" and \"failure\"", ErrInvalidConfig)
@@ -263,7 +396,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Terminal < TerminalAuto || cfg.Terminal > TerminalPlain {
 		return nil, fmt.Errorf("%w: unknown Terminal mode %d", ErrInvalidConfig, cfg.Terminal)
 	}
-	if len(cfg.ListenAddrs) == 0 {
+	redirect, err := parseRedirectURL(cfg.RedirectURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	switch {
+	case cfg.RedirectURL != "" && len(cfg.ListenAddrs) > 0:
+		return nil, fmt.Errorf("%w: set RedirectURL or ListenAddrs, not both", ErrInvalidConfig)
+	case len(cfg.ListenAddrs) == 0:
 		cfg.ListenAddrs = []string{"127.0.0.1:0"}
 	}
 	for _, a := range cfg.ListenAddrs {
@@ -272,9 +412,9 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	c := &Client{
-		cfg: cfg, key: tokenstore.Key(cfg.Profile, cfg.Issuer, cfg.ClientID),
+		cfg: cfg, key: tokenstore.Key(cfg.Profile, strings.TrimSuffix(cfg.Issuer, "/"), cfg.ClientID),
 		hc: cfg.HTTPClient, out: cfg.Stdout, leeway: cfg.Leeway, now: cfg.Now,
-		refreshSem: make(chan struct{}, 1),
+		refreshSem: make(chan struct{}, 1), redirect: redirect,
 	}
 	c.hc = noPostRedirects(cfg.HTTPClient)
 	if c.out == nil {
@@ -287,6 +427,49 @@ func New(cfg Config) (*Client, error) {
 		c.now = time.Now
 	}
 	return c, nil
+}
+
+// redirectTarget is the parsed Config.RedirectURL.
+type redirectTarget struct {
+	host string // "127.0.0.1", "[::1]" or "localhost"; "" when RedirectURL is empty
+	port string // "0" for a kernel-chosen port
+	path string // the callback path
+}
+
+// parseRedirectURL checks Config.RedirectURL; the empty string gives the
+// default target (ListenAddrs, path /callback).
+func parseRedirectURL(raw string) (redirectTarget, error) {
+	if raw == "" {
+		return redirectTarget{path: callbackPath}, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Opaque != "" || u.User != nil {
+		return redirectTarget{}, fmt.Errorf("RedirectURL %q must be an http URL on a loopback host (RFC 8252 §7.3)", raw)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return redirectTarget{}, fmt.Errorf("RedirectURL %q must not have a query or fragment", raw)
+	}
+	t := redirectTarget{host: u.Hostname(), port: u.Port(), path: u.EscapedPath()}
+	switch t.host {
+	case "127.0.0.1", "localhost":
+	case "::1":
+		t.host = "[::1]"
+	default:
+		return redirectTarget{}, fmt.Errorf("RedirectURL %q: the host must be 127.0.0.1, [::1] or localhost", raw)
+	}
+	if t.port == "" {
+		t.port = "0"
+	}
+	if _, err := strconv.ParseUint(t.port, 10, 16); err != nil {
+		return redirectTarget{}, fmt.Errorf("RedirectURL %q: the port must be a number from 0 to 65535", raw)
+	}
+	if t.path == "" {
+		t.path = "/"
+	}
+	if t.path == donePath {
+		return redirectTarget{}, fmt.Errorf("RedirectURL %q: the path %s is the listener's own page", raw, donePath)
+	}
+	return t, nil
 }
 
 // noPostRedirects returns a copy of hc (nil: a client with a 30 s timeout)
@@ -358,12 +541,15 @@ func checkServerURL(what, raw string) error {
 	return nil
 }
 
-// Session describes a stored login, as Login and Status return it. Subject,
-// Account and Expiry come from the access token's verified claims (for the
-// TokenEnv override, unverified: see Location).
+// Session describes a stored login, as Login and Status return it. Subject
+// and Account come from the verified ID token, else the verified access
+// token, else userinfo; Expiry from the verified access token's "exp", else
+// the token response's expires_in (for the TokenEnv override, all
+// unverified: see Location).
 type Session struct {
-	// Subject is the access token's "sub": the user's stable ID at the
-	// server.
+	// Subject is the user's stable ID at the server ("sub"); empty when
+	// nothing verified names the user (an opaque access token without
+	// OpenID Connect).
 	Subject string
 	// Account is a name to show the user: the token's "email", else
 	// "preferred_username", else "name"; empty when it carries none of them.
@@ -371,8 +557,10 @@ type Session struct {
 	// Issuer is the authorization server the login belongs to
 	// (Config.Issuer).
 	Issuer string
-	// Expiry is the access token's "exp". When CanRefresh is true, Token
-	// refreshes the token before then (in the last quarter of its lifetime).
+	// Expiry is when the access token expires; zero when unknown (an
+	// opaque token without expires_in: it is used until an API refuses
+	// it). When CanRefresh is true, Token refreshes the token before then
+	// (in the last quarter of its lifetime).
 	Expiry time.Time
 	// Location is where the token is kept: the store's Location when it
 	// implements tokenstore.Locator (else the zero Location), or KindEnv for

@@ -131,7 +131,7 @@ func (c *Client) devicePoll(ctx context.Context, st tokenstore.Store, md *metada
 	const waiting = "Waiting for you to approve on the other device…"
 	scr.spin(waiting)
 
-	form := url.Values{"grant_type": {deviceGrantType}, "device_code": {da.DeviceCode}, "client_id": {c.cfg.ClientID}}
+	form := url.Values{"grant_type": {deviceGrantType}, "device_code": {da.DeviceCode}}
 	interval := da.Interval // raised by slow_down, for good (RFC 8628 §3.5)
 	wait := interval        // longer while the server does not answer
 	troubled := false       // a transient failure was reported
@@ -142,7 +142,7 @@ func (c *Client) devicePoll(ctx context.Context, st tokenstore.Store, md *metada
 		if !da.Expires.IsZero() && !c.now().Before(da.Expires) {
 			return nil, c.deviceExpired(da)
 		}
-		tok, err := c.postToken(ctx, md.TokenEndpoint, form)
+		tok, err := c.postToken(ctx, md.TokenEndpoint, form, c.authMethod(md))
 		if ctx.Err() != nil {
 			// Canceled or timed out meanwhile: nothing is stored, even if
 			// the answer carried tokens.
@@ -150,7 +150,7 @@ func (c *Client) devicePoll(ctx context.Context, st tokenstore.Store, md *metada
 		}
 		if err == nil {
 			scr.close()
-			return c.completeLogin(ctx, st, md, tok)
+			return c.completeLogin(ctx, st, md, tok, "")
 		}
 		var se *ServerError
 		if !errors.As(err, &se) {
@@ -256,13 +256,18 @@ func (c *Client) deviceCtxErr(ctx context.Context, err error) error {
 // deviceAuthorize sends the RFC 8628 §3.1 device authorization request.
 func (c *Client) deviceAuthorize(ctx context.Context, md *metadata) (*deviceAuth, error) {
 	endpoint := md.DeviceAuthorizationEndpoint
-	form := url.Values{"client_id": {c.cfg.ClientID}}
+	form := url.Values{}
 	if len(c.cfg.Scopes) > 0 {
 		form.Set("scope", strings.Join(c.cfg.Scopes, " "))
 	}
+	// The client authenticates as at the token endpoint (RFC 8628 §3.1).
+	authz := c.authenticate(form, c.authMethod(md))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("clilogin: device authorization endpoint %q: %v", endpoint, sanitize(err.Error(), 200))
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")

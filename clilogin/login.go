@@ -32,8 +32,9 @@ const callbackPath = "/callback"
 
 // Login runs the browser flow and stores the verified token.
 //
-// It discovers the server's endpoints and listens on the first usable
-// address of Config.ListenAddrs. Then it prints, to Config.Stdout and in this
+// It discovers the server's endpoints (see discovery below) and listens on
+// the first usable address of Config.ListenAddrs, or as Config.RedirectURL
+// says. Then it prints, to Config.Stdout and in this
 // order: the authorization URL (always, even when a browser opens), either
 // "Opening your browser…" or, in paste mode, how to finish on another
 // machine, and the confirmation code (the consent page shows the same
@@ -86,6 +87,30 @@ const callbackPath = "/callback"
 // the code expired, ErrDeviceUnsupported when DeviceAlways meets a server
 // without the endpoint.
 //
+// Discovery: without Config.Endpoints, the metadata is fetched from the
+// issuer's well-known URLs, RFC 8414's first, then OpenID Connect's: for
+// https://host, /.well-known/oauth-authorization-server and
+// /.well-known/openid-configuration; for an issuer with a path
+// (https://host/realms/dev), RFC 8414's inserted form
+// (https://host/.well-known/oauth-authorization-server/realms/dev), OpenID
+// Connect's appended form (https://host/realms/dev/.well-known/openid-configuration),
+// OpenID Connect's inserted form, and the appended RFC 8414 form. A URL
+// that answers 4xx or a page that is not JSON is skipped; the first
+// metadata found must name the configured issuer (see Config.Issuer).
+//
+// The code is exchanged with PKCE, and with the client's credentials when
+// Config.ClientSecret is set. With "openid" in Config.Scopes, the
+// authorization request carries a nonce and the answer must carry an ID
+// token, verified as OpenID Connect Core §3.1.3.7 says: signed by a key of
+// the issuer's jwks_uri (RS256, PS256, ES256, EdDSA and their larger
+// variants), "iss" the issuer exactly, "aud" containing the client ID, "azp"
+// (present when there are several audiences) the client ID, "exp" and
+// "iat" valid within Config.Leeway, "nonce" the one sent, "at_hash" (when
+// present) that of the access token. The session's Subject and Account come
+// from it; when it names no account and the provider has a userinfo
+// endpoint, from userinfo (for display; failures there are ignored). The
+// access token is verified or not as Config.AccessTokenVerification says.
+//
 // A login that replaces a stored one (same profile, server and client)
 // revokes the previous grant at the server once the new one is stored,
 // best effort and within 5 seconds, and prints a line to Stdout when that
@@ -93,8 +118,8 @@ const callbackPath = "/callback"
 //
 // Errors: ErrAccessDenied when the user denied; *CallbackError for other
 // error= callbacks; ErrIssuerMismatch for an RFC 9207 iss mix-up;
-// ErrInvalidToken when the token fails verification; ErrDiscovery when the
-// metadata is unusable; ErrTokenFromEnv when Config.TokenEnv is set;
+// ErrInvalidToken when a token fails verification (or the ID token is
+// missing); ErrDiscovery when no metadata is found or it is unusable; ErrTokenFromEnv when Config.TokenEnv is set;
 // ErrStateMismatch or ErrInvalidPaste after too many wrong pastes;
 // *UnreachableError (ErrServerUnreachable) when an endpoint of the server
 // did not answer, naming it and how long it was given, even when ctx's
@@ -120,28 +145,43 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, c.ctxErr(ctx, err)
 	}
+	if _, err := c.loginRecord(md); err != nil {
+		return nil, err // the server lacks what the configuration needs
+	}
 	if device, err := c.wantsDevice(md); err != nil || device {
 		if err != nil {
 			return nil, err
 		}
 		return c.deviceLogin(ctx, st, md)
 	}
-	ln, err := c.listen(ctx)
+	lns, redirectURI, err := c.listen(ctx)
 	if err != nil {
 		return nil, err
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
 	}
 	state, err := randomState()
 	if err != nil {
-		ln.Close()
+		closeAll()
 		return nil, err
 	}
-	redirectURI := "http://" + ln.Addr().String() + callbackPath
+	var nonce string
+	if c.wantsIDToken() {
+		if nonce, err = randomState(); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
 	conf := c.oauth2Config(md, redirectURI)
 	verifier := oauth2.GenerateVerifier()
-	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+	authURL := conf.AuthCodeURL(state, c.authOptions(verifier, nonce)...)
 
+	ru, _ := url.Parse(redirectURI)
 	fl := &flow{
-		host: ln.Addr().String(), state: state, issuer: md.Issuer,
+		host: ru.Host, path: ru.EscapedPath(), state: state, issuer: md.Issuer,
 		issRequired: md.AuthorizationResponseIssParameterSupported,
 		callbacks:   make(chan *callback, 1), done: make(chan struct{}), served: make(chan struct{}),
 		app: c.cfg.AppName, pages: c.cfg.Pages,
@@ -151,8 +191,10 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 		ErrorLog:    log.New(io.Discard, "", 0),
 		ConnContext: withConn, ConnState: fl.connState,
 	}
-	sniff := &sniffListener{Listener: ln, tls: make(chan struct{})}
-	go func() { _ = srv.Serve(sniff) }()
+	tlsSeen := &tlsNotice{ch: make(chan struct{})}
+	for _, ln := range lns {
+		go func() { _ = srv.Serve(&sniffListener{Listener: ln, seen: tlsSeen}) }()
+	}
 	scr := newScreen(c.out, animates(c.cfg.Terminal, c.out), c.now)
 	viaLoopback := false // the browser was answered with a redirect to /done
 	defer func() {
@@ -225,7 +267,7 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	}
 
 	tries := 0
-	tlsSeen := sniff.tls
+	tlsCh := tlsSeen.ch
 	for {
 		select {
 		case err := <-opened:
@@ -245,8 +287,8 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 			} else {
 				scr.spin("Waiting for you to sign in in the browser…")
 			}
-		case <-tlsSeen:
-			tlsSeen = nil
+		case <-tlsCh:
+			tlsCh = nil
 			if pasted != nil {
 				scr.printf("Your browser tried https://%s, but this login listens on plain http: paste the address your browser shows instead.\n", fl.host)
 				scr.prompt(pastePrompt)
@@ -258,7 +300,7 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 			return nil, c.ctxErr(ctx, nil)
 		case cb := <-fl.callbacks:
 			scr.close()
-			sess, err := c.finish(ctx, st, md, conf, verifier, cb)
+			sess, err := c.finish(ctx, st, md, conf, verifier, nonce, cb)
 			cb.reply <- result{sess: sess, err: err}
 			viaLoopback = true
 			if err != nil {
@@ -285,7 +327,7 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 			}
 			if prob == nil {
 				scr.close()
-				sess, err := c.finish(ctx, st, md, conf, verifier, cb)
+				sess, err := c.finish(ctx, st, md, conf, verifier, nonce, cb)
 				switch {
 				case err == nil:
 					return sess, nil
@@ -309,48 +351,62 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 // redirected the browser to /done, for the browser to fetch that page.
 const donePageWait = 3 * time.Second
 
-// finish turns an accepted callback into a stored, verified login. A login
-// it replaces (same profile, server and client) is revoked at the server
-// afterwards, best effort and bounded like Logout's.
-func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, conf *oauth2.Config, verifier string, cb *callback) (*Session, error) {
+// finish turns an accepted callback into a stored, verified login: it
+// exchanges the code and hands the answer to completeLogin.
+func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, conf *oauth2.Config, verifier, nonce string, cb *callback) (*Session, error) {
 	if cb.err != nil {
 		return nil, cb.err
 	}
 	form := url.Values{
 		"grant_type": {"authorization_code"}, "code": {cb.code}, "redirect_uri": {conf.RedirectURL},
-		"client_id": {c.cfg.ClientID}, "code_verifier": {verifier},
+		"code_verifier": {verifier},
 	}
-	tok, err := c.postToken(ctx, md.TokenEndpoint, form)
+	tok, err := c.postToken(ctx, md.TokenEndpoint, form, c.authMethod(md))
 	if err != nil {
 		return nil, &userError{msg: "clilogin: exchange the authorization code: " + stripPrefixes(err.Error()),
 			user: "The sign-in could not be completed. " + Message(err), errs: []error{err}}
 	}
-	return c.completeLogin(ctx, st, md, tok)
+	return c.completeLogin(ctx, st, md, tok, nonce)
 }
 
-// completeLogin verifies a token response from the token endpoint and stores it as
-// the login, for every way of logging in (the browser's code, the device
-// flow).
-func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *metadata, tok *tokenResponse) (*Session, error) {
-	aud := c.cfg.Audience
-	if aud == "" {
-		aud = md.AccessTokenAudience
+// completeLogin checks a token response from the token endpoint (see
+// accept; nonce is the one the authorization request sent, "" when none
+// was) and stores it as the login. A login it replaces (same profile,
+// server and client) is revoked at the server afterwards, best effort and
+// bounded like Logout's.
+func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *metadata, tok *tokenResponse, nonce string) (*Session, error) {
+	rec, err := c.loginRecord(md)
+	if err != nil {
+		return nil, err
 	}
-	e := expect{jwksURI: md.accessTokenJWKSURI(), issuer: md.tokenIssuer(), audience: aud}
-	cl, err := c.verify(ctx, tok.AccessToken, e)
+	now := c.now()
+	a := answer{accessToken: tok.AccessToken, idToken: tok.IDToken, received: now}
+	if tok.ExpiresIn > 0 {
+		a.expiry = now.Add(tok.ExpiresIn)
+	}
+	var cl *claims
+	if c.wantsIDToken() && tok.IDToken == "" {
+		err = fmt.Errorf("%w: the token endpoint %s sent no ID token although the \"openid\" scope was requested", ErrInvalidToken, md.TokenEndpoint)
+	} else {
+		cl, err = c.accept(ctx, rec, a, nonce)
+	}
 	if err != nil {
 		return nil, &userError{msg: fmt.Sprintf("clilogin: verify the token from %s: %s", md.Issuer, stripPrefixes(err.Error())),
 			user: fmt.Sprintf("The token from %s could not be verified, so nothing was stored. %s", md.Issuer, Message(err)), errs: []error{err}}
 	}
-	rec := &tokenstore.Record{
-		AccessToken: tokenstore.Secret(tok.AccessToken), RefreshToken: tokenstore.Secret(tok.RefreshToken),
-		TokenType: tok.TokenType, Expiry: cl.Expiry, IssuedAt: cl.IssuedAt,
-		Issuer: md.Issuer, ClientID: c.cfg.ClientID, TokenEndpoint: md.TokenEndpoint,
-		RevocationEndpoint: md.RevocationEndpoint, JWKSURI: md.accessTokenJWKSURI(),
-		TokenIssuer: md.AccessTokenIssuer, Audience: aud, Subject: cl.Subject, Account: cl.Account,
+	if cl.Account == "" && md.UserinfoEndpoint != "" {
+		// For display only: who the login belongs to, when the tokens do
+		// not say. The answer's "sub" must be the ID token's (OpenID
+		// Connect Core §5.3.4).
+		if ui, err := c.userinfo(ctx, md.UserinfoEndpoint, tok.AccessToken); err == nil && (cl.Subject == "" || ui.Subject == cl.Subject) {
+			cl.Subject, cl.Account = ui.Subject, ui.account()
+		}
 	}
+	rec.AccessToken, rec.RefreshToken, rec.IDToken = tokenstore.Secret(tok.AccessToken), tokenstore.Secret(tok.RefreshToken), tokenstore.Secret(cl.idToken)
+	rec.TokenType, rec.Expiry, rec.IssuedAt = tok.TokenType, cl.Expiry, cl.IssuedAt
+	rec.Subject, rec.Account = cl.Subject, cl.Account
 	if rec.IssuedAt.IsZero() {
-		rec.IssuedAt = c.now()
+		rec.IssuedAt = now
 	}
 	unlock, err := c.lock(ctx, st)
 	if err != nil {
@@ -367,7 +423,7 @@ func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *met
 	c.setBackoff(time.Time{})
 	if prev != nil && prev.Ended == nil && (prev.RefreshToken != "" || prev.AccessToken != "") &&
 		prev.RefreshToken != rec.RefreshToken && prev.Issuer == rec.Issuer {
-		if err := c.revoke(ctx, prev); err != nil {
+		if err := c.revoke(ctx, prev); err != nil && !errors.Is(err, ErrRevocationUnsupported) {
 			fmt.Fprintf(c.out, "Could not revoke your previous login at the server: %s It stays valid there until it expires.\n", Message(err))
 		}
 	}
@@ -394,35 +450,63 @@ func (c *Client) oauth2Config(md *metadata, redirectURI string) *oauth2.Config {
 		ClientID: c.cfg.ClientID,
 		Endpoint: oauth2.Endpoint{
 			AuthURL: md.AuthorizationEndpoint, TokenURL: md.TokenEndpoint,
-			AuthStyle: oauth2.AuthStyleInParams, // a public client: client_id in the body, no secret
 		},
 		RedirectURL: redirectURI,
 		Scopes:      c.cfg.Scopes,
 	}
 }
 
-// listen opens the first usable address of ListenAddrs.
-func (c *Client) listen(ctx context.Context) (net.Listener, error) {
-	var errs []error
+// listen opens the callback listener(s) and returns them with the
+// redirect URI: on the first usable address of ListenAddrs, or as
+// Config.RedirectURL says (for localhost: 127.0.0.1, and [::1] on the same
+// port when it is free, since a browser may resolve localhost to either).
+func (c *Client) listen(ctx context.Context) ([]net.Listener, string, error) {
 	var lc net.ListenConfig
-	for _, a := range c.cfg.ListenAddrs {
-		ln, err := lc.Listen(ctx, "tcp", a)
-		if err == nil {
-			return ln, nil
+	t := c.redirect
+	if t.host == "" {
+		var errs []error
+		for _, a := range c.cfg.ListenAddrs {
+			ln, err := lc.Listen(ctx, "tcp", a)
+			if err == nil {
+				return []net.Listener{ln}, "http://" + ln.Addr().String() + t.path, nil
+			}
+			errs = append(errs, err)
 		}
-		errs = append(errs, err)
+		return nil, "", fmt.Errorf("clilogin: cannot listen for the browser's callback on %s; free a port or set other listen addresses: %w",
+			strings.Join(c.cfg.ListenAddrs, ", "), errors.Join(errs...))
 	}
-	return nil, fmt.Errorf("clilogin: cannot listen for the browser's callback on %s; free a port or set other listen addresses: %w",
-		strings.Join(c.cfg.ListenAddrs, ", "), errors.Join(errs...))
+	first := t.host
+	if first == "localhost" {
+		first = "127.0.0.1"
+	}
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(strings.Trim(first, "[]"), t.port))
+	if err != nil {
+		return nil, "", fmt.Errorf("clilogin: cannot listen for the browser's callback on %s (RedirectURL %s); free the port or register another redirect URI: %w",
+			net.JoinHostPort(strings.Trim(first, "[]"), t.port), c.cfg.RedirectURL, err)
+	}
+	lns := []net.Listener{ln}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if t.host == "localhost" {
+		if ln6, err := lc.Listen(ctx, "tcp", net.JoinHostPort("::1", port)); err == nil {
+			lns = append(lns, ln6)
+		}
+	}
+	return lns, "http://" + net.JoinHostPort(strings.Trim(t.host, "[]"), port) + t.path, nil
+}
+
+// tlsNotice is closed once when a TLS handshake arrives at a callback
+// listener.
+type tlsNotice struct {
+	ch   chan struct{}
+	once sync.Once
 }
 
 // sniffListener notices a TLS handshake arriving at the plain-HTTP
 // listener (a browser that upgraded the loopback URL to https) and closes
-// tls once, so Login can say so instead of waiting in silence.
+// seen.ch once, so Login can say so instead of waiting in silence.
 type sniffListener struct {
 	net.Listener
-	tls  chan struct{}
-	once sync.Once
+	seen *tlsNotice
 }
 
 func (l *sniffListener) Accept() (net.Conn, error) {
@@ -430,13 +514,13 @@ func (l *sniffListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sniffConn{Conn: c, l: l}, nil
+	return &sniffConn{Conn: c, seen: l.seen}, nil
 }
 
 // sniffConn checks the first byte a client sends.
 type sniffConn struct {
 	net.Conn
-	l       *sniffListener
+	seen    *tlsNotice
 	checked bool
 }
 
@@ -448,7 +532,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	if !c.checked && n > 0 {
 		c.checked = true
 		if p[0] == tlsHandshake {
-			c.l.once.Do(func() { close(c.l.tls) })
+			c.seen.once.Do(func() { close(c.seen.ch) })
 			return 0, errors.New("clilogin: a TLS handshake on the plain-HTTP callback listener")
 		}
 	}
@@ -529,7 +613,8 @@ const donePath = "/done"
 
 // flow is the loopback handler of one login.
 type flow struct {
-	host        string // the only Host header accepted: the listener's host:port
+	host        string // the only Host header accepted: the redirect URI's host:port
+	path        string // the redirect URI's path
 	state       string
 	issuer      string
 	issRequired bool
@@ -614,7 +699,7 @@ func (f *flow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.failPage(w, http.StatusBadRequest, "Wrong address", "This request was not addressed to the login server of "+f.app+".")
 		return
 	}
-	if r.URL.Path != callbackPath && r.URL.Path != donePath {
+	if r.URL.EscapedPath() != f.path && r.URL.Path != donePath {
 		f.failPage(w, http.StatusNotFound, "Not found", "There is nothing here.")
 		return
 	}

@@ -341,7 +341,7 @@ func TestLoginCallbackErrors(t *testing.T) {
 		}, "unexpected server"},
 		{"token fails verification", func(a *authServer) {
 			a.TokenIssuer = "https://evil.example"
-			a.MetaOverride = map[string]any{"access_token_issuer": nil}
+			a.MetaOverride = map[string]any{"access_token_issuer": a.Issuer}
 		},
 			func(t *testing.T, err error) {
 				if !errors.Is(err, ErrInvalidToken) {

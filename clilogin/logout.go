@@ -21,11 +21,13 @@ const revokeTimeout = 5 * time.Second
 //
 // It revokes the refresh token (which ends the login session at the server)
 // and then the access token at the RFC 7009 revocation endpoint, within 5
-// seconds at most; a server without a revocation endpoint is not asked. The
-// stored login is deleted either way. When revocation failed (the server is
-// down, or refused) but the local delete succeeded, the error wraps
-// ErrRevocationFailed: the user is logged out on this machine, and the old
-// token stays valid at the server until it expires.
+// seconds at most. The stored login is deleted either way. When revocation
+// failed (the server is down, or refused) but the local delete succeeded,
+// the error wraps ErrRevocationFailed: the user is logged out on this
+// machine, and the old token stays valid at the server until it expires.
+// When the server has no revocation endpoint (GitHub, Entra ID; see
+// Endpoints.Revocation), it wraps ErrRevocationUnsupported instead, and
+// its message says the same and where else the grant can be ended.
 //
 // When the store fails (a keychain that cannot be reached), Logout still
 // removes what it can and revokes what it could read, and then returns an
@@ -71,6 +73,13 @@ func (c *Client) Logout(ctx context.Context) error {
 	switch {
 	case delErr != nil || errors.Is(loadErr, ErrStorage):
 		return c.logoutIncomplete(rec, loc, loadErr, delErr, revErr)
+	case errors.Is(revErr, ErrRevocationUnsupported):
+		return &userError{
+			msg: fmt.Sprintf("clilogin: logged out on this machine; %s has no revocation endpoint, so its tokens stay valid until they expire", rec.Issuer),
+			user: fmt.Sprintf("Logged out on this machine. %s offers no way for %s to revoke the token (no revocation endpoint), so it stays valid there until it expires; "+
+				"to end it sooner, remove %s's access in your account settings at %s.", rec.Issuer, c.cfg.AppName, c.cfg.AppName, hostOf(rec.Issuer)),
+			errs: []error{ErrRevocationUnsupported},
+		}
 	case revErr != nil:
 		return &userError{
 			msg: "clilogin: logged out on this machine, but the server could not revoke the token (it stays valid until it expires): " +
@@ -103,22 +112,34 @@ func (c *Client) logoutIncomplete(rec *tokenstore.Record, loc tokenstore.Locatio
 	switch {
 	case rec != nil && rec.Ended == nil && revErr == nil:
 		b.WriteString(" The login was revoked at the server.")
+	case errors.Is(revErr, ErrRevocationUnsupported):
+		b.WriteString(" The server has no revocation endpoint, so the token stays valid there until it expires.")
 	case revErr != nil:
 		b.WriteString(" The server could not revoke it either: " + Message(revErr))
 	}
 	fmt.Fprintf(&b, " Run `%s logout` again once the store answers.", c.cfg.AppName)
 	errs := []error{ErrStorage, storeErr}
-	if revErr != nil {
+	switch {
+	case errors.Is(revErr, ErrRevocationUnsupported):
+		errs = append(errs, ErrRevocationUnsupported)
+	case revErr != nil:
 		errs = append(errs, ErrRevocationFailed)
 	}
 	return &userError{msg: "clilogin: logout incomplete: " + stripPrefixes(storeErr.Error()), user: b.String(), errs: errs}
 }
 
+// ErrRevocationUnsupported is returned (wrapped) by Logout when the stored
+// login was deleted but the server has no revocation endpoint (RFC 7009)
+// to tell: the user is logged out on this machine, and the tokens stay
+// valid at the server until they expire or are revoked there (GitHub's
+// settings, a provider's own sign-out).
+var ErrRevocationUnsupported = errors.New("clilogin: the server has no revocation endpoint")
+
 // revoke asks the revocation endpoint to revoke rec's refresh and access
-// tokens.
+// tokens; ErrRevocationUnsupported when the server has none.
 func (c *Client) revoke(ctx context.Context, rec *tokenstore.Record) error {
 	if rec.RevocationEndpoint == "" {
-		return nil
+		return ErrRevocationUnsupported
 	}
 	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
 	defer cancel()
@@ -140,10 +161,14 @@ func (c *Client) revoke(ctx context.Context, rec *tokenstore.Record) error {
 }
 
 func (c *Client) revokeOne(ctx context.Context, rec *tokenstore.Record, token, hint string) error {
-	form := url.Values{"token": {token}, "token_type_hint": {hint}, "client_id": {rec.ClientID}}
+	form := url.Values{"token": {token}, "token_type_hint": {hint}}
+	authz := c.authenticate(form, c.recordAuth(rec.TokenAuth))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rec.RevocationEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return fmt.Errorf("clilogin: revocation endpoint: %v", sanitize(err.Error(), 200))
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	start := time.Now()
@@ -157,4 +182,13 @@ func (c *Client) revokeOne(ctx context.Context, rec *tokenstore.Record, token, h
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return serverError("revocation endpoint", rec.RevocationEndpoint, resp, body)
+}
+
+// hostOf is the host of a URL, for messages; the URL itself when it has
+// none.
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return raw
 }

@@ -115,7 +115,7 @@ type pasteProblem struct {
 // never contain the pasted text.
 func (f *flow) judgePaste(line string) (*callback, *pasteProblem) {
 	line = strings.Trim(line, " \t\"'<>")
-	want := "http://" + f.host + callbackPath + "?…"
+	want := "http://" + f.host + f.path + "?…"
 	notURL := &pasteProblem{err: ErrInvalidPaste,
 		msg: "That is not a URL. Copy the whole address from the browser's address bar; it starts with " + want}
 	raw, ok := pastedQuery(line)

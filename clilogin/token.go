@@ -107,15 +107,20 @@ func (c *Client) Token(ctx context.Context) (*oauth2.Token, error) {
 	}
 	if rec := c.getCached(); rec != nil && rec.Ended == nil && rec.Pending == nil {
 		now := c.now()
-		if !c.inWindow(rec, now) || (c.inBackoff(now) && now.Before(rec.Expiry)) {
+		if !c.inWindow(rec, now) || (c.inBackoff(now) && valid(rec, now)) {
 			return oauthToken(rec), nil
 		}
 	}
 	return c.token(ctx, "")
 }
 
-// inWindow reports whether rec is due for a refresh at now.
+// inWindow reports whether rec is due for a refresh at now. A token whose
+// expiry is unknown (an opaque one without expires_in) never is: it is
+// refreshed when an API refuses it (see Transport).
 func (c *Client) inWindow(rec *tokenstore.Record, now time.Time) bool {
+	if rec.Expiry.IsZero() {
+		return false
+	}
 	window := unknownLifetimeWindow
 	if !rec.IssuedAt.IsZero() && rec.Expiry.After(rec.IssuedAt) {
 		window = min(rec.Expiry.Sub(rec.IssuedAt)/4, maxRefreshWindow)
@@ -135,6 +140,15 @@ func (c *Client) setBackoff(until time.Time) {
 	c.mu.Unlock()
 }
 
+// valid reports whether rec's access token may be used at now: it has one,
+// and it has not expired (an unknown expiry counts as valid).
+func valid(rec *tokenstore.Record, now time.Time) bool {
+	return rec.AccessToken != "" && (rec.Expiry.IsZero() || now.Before(rec.Expiry))
+}
+
+// oauthToken is rec's access token for callers; a zero Expiry (unknown)
+// means, as in x/oauth2, that it does not expire as far as the client
+// knows.
 func oauthToken(rec *tokenstore.Record) *oauth2.Token {
 	typ := rec.TokenType
 	if typ == "" {
@@ -171,7 +185,7 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 		return nil, c.loadErr(err)
 	}
 	now := c.now()
-	if !c.due(rec, now, stale) || (c.inBackoff(now) && now.Before(rec.Expiry)) {
+	if !c.due(rec, now, stale) || (c.inBackoff(now) && valid(rec, now)) {
 		return c.serve(rec, now)
 	}
 
@@ -207,7 +221,7 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 		return nil, fmt.Errorf("clilogin: refresh the token: %w", ctx.Err())
 	}
 	c.setBackoff(now.Add(refreshRetryDelay))
-	if rec.AccessToken != "" && now.Before(rec.Expiry) {
+	if valid(rec, now) {
 		c.setCached(rec)
 		if c.cfg.OnRefreshError != nil {
 			c.cfg.OnRefreshError(fmt.Errorf("%w: %w", ErrRefreshFailed, err))
@@ -234,7 +248,7 @@ func (c *Client) serve(rec *tokenstore.Record, now time.Time) (*oauth2.Token, er
 	if rec.Ended != nil {
 		return nil, c.endedErr(rec)
 	}
-	if rec.AccessToken == "" || !now.Before(rec.Expiry) {
+	if !valid(rec, now) {
 		return nil, c.loginRequired("the stored token expired and the login cannot be refreshed (the server issued no refresh token)", nil)
 	}
 	c.setCached(rec)
@@ -274,8 +288,8 @@ func (c *Client) renew(ctx context.Context, st tokenstore.Store, rec *tokenstore
 		cp.Pending = nil
 		rec = &cp
 	}
-	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rec.RefreshToken.Reveal()}, "client_id": {rec.ClientID}}
-	resp, err := c.postToken(ctx, rec.TokenEndpoint, form)
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rec.RefreshToken.Reveal()}}
+	resp, err := c.postToken(ctx, rec.TokenEndpoint, form, c.recordAuth(rec.TokenAuth))
 	if err != nil {
 		var se *ServerError
 		var ue *UnreachableError
@@ -300,7 +314,11 @@ func (c *Client) renew(ctx context.Context, st tokenstore.Store, rec *tokenstore
 	if resp.RefreshToken != "" {
 		next.RefreshToken = tokenstore.Secret(resp.RefreshToken)
 	}
-	next.Pending = &tokenstore.Pending{AccessToken: tokenstore.Secret(resp.AccessToken), TokenType: resp.TokenType, ReceivedAt: c.now()}
+	// A refresh answer without a refresh token leaves the current one
+	// valid (RFC 6749 §6), and one without an ID token the current ID
+	// token (OpenID Connect Core §12.2).
+	next.Pending = &tokenstore.Pending{AccessToken: tokenstore.Secret(resp.AccessToken), TokenType: resp.TokenType,
+		ReceivedAt: c.now(), IDToken: tokenstore.Secret(resp.IDToken)}
 	if resp.ExpiresIn > 0 {
 		next.Pending.Expiry = c.now().Add(resp.ExpiresIn)
 	}
@@ -319,14 +337,11 @@ func (c *Client) renew(ctx context.Context, st tokenstore.Store, rec *tokenstore
 // promote verifies rec's pending token and stores it as the login's token.
 // A verification failure leaves rec (with its new refresh token) stored.
 func (c *Client) promote(ctx context.Context, st tokenstore.Store, rec *tokenstore.Record) (*tokenstore.Record, error) {
-	iss := rec.TokenIssuer
-	if iss == "" {
-		iss = rec.Issuer
-	}
 	vctx, cancel := finishCtx(ctx)
 	defer cancel()
 	p := rec.Pending
-	cl, err := c.verify(vctx, p.AccessToken.Reveal(), expect{jwksURI: rec.JWKSURI, issuer: iss, audience: rec.Audience})
+	cl, err := c.accept(vctx, rec, answer{accessToken: p.AccessToken.Reveal(), idToken: p.IDToken.Reveal(),
+		received: p.ReceivedAt, expiry: p.Expiry}, "")
 	if err != nil {
 		return nil, &userError{
 			msg:  "clilogin: verify the refreshed token: " + stripPrefixes(err.Error()),
@@ -334,7 +349,7 @@ func (c *Client) promote(ctx context.Context, st tokenstore.Store, rec *tokensto
 			errs: []error{err},
 		}
 	}
-	if rec.Subject != "" && cl.Subject != rec.Subject {
+	if rec.Subject != "" && cl.Subject != "" && cl.Subject != rec.Subject {
 		return nil, fmt.Errorf("%w: the refreshed token is for another subject", ErrInvalidToken)
 	}
 	fresh := *rec
@@ -346,10 +361,15 @@ func (c *Client) promote(ctx context.Context, st tokenstore.Store, rec *tokensto
 	if fresh.IssuedAt.IsZero() {
 		fresh.IssuedAt = c.now()
 	}
+	if cl.idToken != "" {
+		fresh.IDToken = tokenstore.Secret(cl.idToken)
+	}
 	if cl.Account != "" {
 		fresh.Account = cl.Account
 	}
-	fresh.Subject = cl.Subject
+	if cl.Subject != "" {
+		fresh.Subject = cl.Subject
+	}
 	if err := c.save(vctx, st, &fresh); err != nil {
 		// This run has a valid token; the store still holds the pending
 		// one with the live refresh token, or, if even that could not be

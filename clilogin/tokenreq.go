@@ -47,8 +47,9 @@ func detach(ctx context.Context, grace time.Duration) (context.Context, context.
 	return dctx, func() { stop(); cancel() }
 }
 
-// postToken sends an RFC 6749 token request (form, with client_id and no
-// secret: a public client) to endpoint and reads the answer. The request
+// postToken sends an RFC 6749 token request (form, plus the client's
+// credentials as auth says: see authenticate) to endpoint and reads the
+// answer. The request
 // finishes even when ctx ends, within tokenFinishGrace after that and the
 // HTTP client's timeout, so an answer the server committed to is not lost
 // to a Ctrl+C.
@@ -57,12 +58,16 @@ func detach(ctx context.Context, grace time.Duration) (context.Context, context.
 // *UnreachableError when no answer came; an error wrapping ErrInvalidResponse
 // when the answer is not a token response. None quotes the form or the
 // body.
-func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values) (*tokenResponse, error) {
+func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values, auth string) (*tokenResponse, error) {
 	dctx, cancel := detach(ctx, tokenFinishGrace)
 	defer cancel()
+	authz := c.authenticate(form, auth)
 	req, err := http.NewRequestWithContext(dctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("clilogin: token endpoint %q: %v", endpoint, sanitize(err.Error(), 200))
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")

@@ -30,6 +30,9 @@ type claims struct {
 	Account  string
 	IssuedAt time.Time // zero when the token has no "iat"
 	Expiry   time.Time
+	// idToken is the OpenID Connect ID token that was verified with these
+	// claims; empty when none was.
+	idToken string
 }
 
 type tokenClaims struct {

@@ -333,6 +333,12 @@ func (c *Commands) logoutCommand() *cobra.Command {
 				return nil
 			case errors.Is(err, clilogin.ErrStorage):
 				return err // says what was removed and what may remain where; exit 2
+			case errors.Is(err, clilogin.ErrRevocationUnsupported):
+				// The provider offers no revocation (GitHub, Entra ID):
+				// logged out here, and said so honestly.
+				fmt.Fprintf(cmd.ErrOrStderr(), "✓ Logged out of %s on this machine\n", c.ClientConfig().Issuer)
+				fmt.Fprintf(cmd.ErrOrStderr(), "! %s\n", strings.TrimPrefix(clilogin.Message(err), "Logged out on this machine. "))
+				return nil
 			case errors.Is(err, clilogin.ErrRevocationFailed):
 				// The token is gone from this machine; only the server
 				// could not be told. Logged out all the same.
