@@ -245,11 +245,3 @@ func (md *metadata) accessTokenJWKSURI() string {
 	}
 	return md.JWKSURI
 }
-
-// tokenIssuer is the expected "iss" of access tokens.
-func (md *metadata) tokenIssuer() string {
-	if md.AccessTokenIssuer != "" {
-		return md.AccessTokenIssuer
-	}
-	return md.Issuer
-}

@@ -87,17 +87,8 @@ func (c *Client) fetchJWKS(ctx context.Context, uri string) (keyfunc.Keyfunc, er
 	return kf, nil
 }
 
-// verify checks an access token against the server's keys and e. Its errors
-// wrap ErrInvalidToken (or the fetch error) and never quote the token or its
-// claims.
-func (c *Client) verify(ctx context.Context, raw string, e expect) (*claims, error) {
-	kf, err := c.fetchJWKS(ctx, e.jwksURI)
-	if err != nil {
-		return nil, err
-	}
-	return c.verifyWith(ctx, kf.KeyfuncCtx(ctx), raw, e)
-}
-
+// verifyWith checks an access token against the keys of kf and e. Its
+// errors wrap ErrInvalidToken and never quote the token or its claims.
 func (c *Client) verifyWith(_ context.Context, kf jwt.Keyfunc, raw string, e expect) (*claims, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(allowedAlgs),
