@@ -54,27 +54,46 @@ func (k SigningKey) sign(typ string, claims jwt.Claims) (string, error) {
 	if k.Key == nil {
 		return "", errors.New("server: signing: no key")
 	}
-	alg, _, err := publicJWK(k.Key.Public())
+	alg, err := keyAlg(k.Key.Public())
 	if err != nil {
 		return "", err
 	}
 	if k.Algorithm != "" && k.Algorithm != alg {
 		return "", fmt.Errorf("server: signing with key %s: algorithm %s does not fit its key type (%s)", k.ID, k.Algorithm, alg)
 	}
-	k.Algorithm = alg
-	t := jwt.NewWithClaims(jwt.GetSigningMethod(k.Algorithm), claims)
-	t.Header["kid"] = k.ID
-	t.Header["typ"] = typ
-	signing, err := t.SigningString()
+	// The JWS Compact Serialization (RFC 7515 §7.1) of a protected header
+	// with alg, kid and typ, as golang-jwt encodes it, without its maps.
+	header, err := json.Marshal(jwsHeader{Alg: alg, Kid: k.ID, Typ: typ})
 	if err != nil {
 		return "", fmt.Errorf("server: signing with key %s: %w", k.ID, err)
 	}
-	sig, err := signWith(k.Key, k.Algorithm, []byte(signing))
+	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", fmt.Errorf("server: signing with key %s: %w", k.ID, err)
 	}
-	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+	enc := base64.RawURLEncoding
+	buf := make([]byte, 0, enc.EncodedLen(len(header))+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(ed25519SigLen*2))
+	buf = enc.AppendEncode(buf, header)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	sig, err := signWith(k.Key, alg, buf)
+	if err != nil {
+		return "", fmt.Errorf("server: signing with key %s: %w", k.ID, err)
+	}
+	buf = append(buf, '.')
+	return string(enc.AppendEncode(buf, sig)), nil
 }
+
+// jwsHeader is the protected header of the JWTs the server signs.
+type jwsHeader struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	Typ string `json:"typ"`
+}
+
+// ed25519SigLen is an Ed25519 signature's length in bytes; the buffer of
+// sign has room for up to twice that (an ES256 one fits; RSA grows it).
+const ed25519SigLen = 64
 
 // KeySet is a set of signing keys that replicas share and rotate without
 // downtime, in the way RFC 7517 key sets are meant to be used: the JWKS

@@ -256,6 +256,27 @@ func signWith(key crypto.Signer, alg string, msg []byte) ([]byte, error) {
 	return nil, fmt.Errorf("unsupported alg %q", alg)
 }
 
+// keyAlg returns the JWS algorithm for pub, checking it as publicJWK does,
+// without building the JWK.
+func keyAlg(pub crypto.PublicKey) (string, error) {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return "EdDSA", nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return "", fmt.Errorf("%w: ECDSA keys must use P-256", ErrInvalidConfig)
+		}
+		return "ES256", nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return "", fmt.Errorf("%w: RSA keys must have at least 2048 bits", ErrInvalidConfig)
+		}
+		return "RS256", nil
+	}
+	_, _, err := publicJWK(pub)
+	return "", err
+}
+
 // publicJWK returns the JWS algorithm for pub and its JWK members.
 func publicJWK(pub crypto.PublicKey) (string, map[string]any, error) {
 	b64 := base64.RawURLEncoding.EncodeToString
