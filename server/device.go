@@ -470,8 +470,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	// code gives its count back.
 	counted, limited, err := h.reserveUserCodeAttempt(ctx, src)
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: device: counting a user code attempt", "err", err)
-		h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not check this code. Try again in a moment.")
+		h.unavailablePage(w, r, "device: counting a user code attempt", err)
 		return
 	}
 	if limited {
@@ -483,8 +482,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	dk, rec, err := h.lookupUserCode(ctx, code)
 	if err != nil {
-		h.log.ErrorContext(ctx, "server: device: looking up user code", "err", err)
-		h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not check this code. Try again in a moment.")
+		h.unavailablePage(w, r, "device: looking up the user code", err)
 		return
 	}
 	client, known := h.clients[rec.ClientID]
@@ -505,8 +503,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 		p.Expires = rec.Expires
 	}
 	if err := h.putJSON(ctx, keyPending+id, p, p.Expires.Sub(now)); err != nil {
-		h.log.ErrorContext(ctx, "server: device: storing pending authorization", "err", err)
-		h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the request. Try again in a moment.")
+		h.unavailablePage(w, r, "device: storing the pending authorization", err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -557,8 +554,7 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 			h.pages.error(w, http.StatusBadRequest, "Code expired", "This code has expired. Start the login on your device again.")
 			return
 		case err != nil:
-			h.log.ErrorContext(ctx, "server: device: loading device code", "err", err)
-			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not load this request.")
+			h.unavailablePage(w, r, "device: loading the device code", err)
 			return
 		case rec.Status != devicePending:
 			h.pages.error(w, http.StatusBadRequest, "Code already used", "This code was already approved or denied.")
@@ -577,8 +573,7 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		}
 		ok, err := h.cfg.State.CompareAndSwap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
 		if err != nil {
-			h.log.ErrorContext(ctx, "server: device: storing decision", "err", err)
-			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the decision.")
+			h.unavailablePage(w, r, "device: storing the decision", err)
 			return
 		}
 		if !ok {

@@ -806,3 +806,37 @@ func TestDeviceAuthorizationWhenStateStoreFails(t *testing.T) {
 	}
 	e.startDevice("mytool")
 }
+
+// The verification page answers a state store failure at any step of a
+// code entry with the "temporarily unavailable" page (503, Retry-After), as
+// sign-in and consent do, and the code can be entered once the store is
+// back.
+func TestDeviceVerificationWhenStateStoreFails(t *testing.T) {
+	f := &faultyStore{}
+	e := deviceEnv(t, func(c *server.Config) {
+		f.StateStore = c.State
+		c.State = f
+	})
+	da := e.startDevice("mytool")
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for n := 0; ; n++ {
+		f.failFrom(n)
+		resp, err := c.Get(da.VerificationURIComplete)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if f.heal() == 0 {
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("code entry with a working store: %d\n%s", resp.StatusCode, body)
+			}
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "Temporarily unavailable") {
+			t.Fatalf("code entry failing after %d store calls: %d (Retry-After %q)\n%s", n, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	newBrowser(t).decideDevice(da, "ada@example.com", "authorize")
+	e.wantPoll("mytool", da.DeviceCode, 200, "")
+}
