@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strings"
 
 	"github.com/keyloop/keyloop/tokenstore"
@@ -106,6 +108,15 @@ func describeStoreErr(err error) string {
 			return "no OS keychain is available (" + ke.Reason + ")."
 		}
 		return ke.Where + " is unreachable (" + ke.Reason + ")."
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		// Name the directory, not the file: file names hold internal keys.
+		dir := pe.Path
+		if pe.Op != "mkdir" {
+			dir = filepath.Dir(pe.Path)
+		}
+		return fmt.Sprintf("the token directory %s cannot be used (%s: %v).", dir, pe.Op, pe.Err)
 	}
 	s := sentence(stripPrefixes(err.Error()))
 	return strings.ToLower(s[:1]) + s[1:]

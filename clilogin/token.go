@@ -89,7 +89,10 @@ func (c *Client) Status(ctx context.Context) (*Session, error) {
 // Token returns the old token and reports the failure to
 // Config.OnRefreshError; when the old token has expired, the error wraps
 // ErrRefreshFailed and the cause (an *UnreachableError names the endpoint),
-// and the login is kept for the next try. When no login is stored the error
+// and the login is kept for the next try. A store that takes no writes (a
+// read-only directory, a keychain that refuses writes) is found out before
+// the refresh token is spent, and is such a failure; the error wraps
+// ErrStorage. When no login is stored the error
 // wraps ErrNotLoggedIn and ErrLoginRequired and names the command to run;
 // when the store cannot be read it wraps ErrStorage. With the TokenEnv
 // override set, Token returns that token, trimmed of surrounding white
@@ -214,7 +217,7 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 		c.setBackoff(time.Time{})
 		return oauthToken(fresh), nil
 	}
-	if errors.Is(err, ErrLoginEnded) || errors.Is(err, ErrStorage) {
+	if errors.Is(err, ErrLoginEnded) {
 		return nil, err
 	}
 	if ctx.Err() != nil {
@@ -287,6 +290,13 @@ func (c *Client) renew(ctx context.Context, st tokenstore.Store, rec *tokenstore
 		cp := *rec
 		cp.Pending = nil
 		rec = &cp
+	}
+	// Spend the refresh token only when its answer can be kept: writing the
+	// login back first shows the store takes writes. An answer it refused
+	// would be lost to the next process, which would present the spent
+	// token for the server to take as a reuse.
+	if err := c.save(ctx, st, rec); err != nil {
+		return nil, err
 	}
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rec.RefreshToken.Reveal()}}
 	resp, err := c.postToken(ctx, rec.TokenEndpoint, form, c.recordAuth(rec.TokenAuth))

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,11 +410,18 @@ func TestTokenEnvOverride(t *testing.T) {
 	}
 }
 
-// failingSaves is a Store whose Save always fails, as a keychain that went
-// away between the load and the save would.
-type failingSaves struct{ tokenstore.Store }
+// failingSaves is a Store whose Save fails after the first one, as a
+// keychain that went away between the write before a refresh and the save
+// of its answer would.
+type failingSaves struct {
+	tokenstore.Store
+	saves atomic.Int32
+}
 
-func (failingSaves) Save(context.Context, string, []byte) error {
+func (f *failingSaves) Save(ctx context.Context, key string, v []byte) error {
+	if f.saves.Add(1) == 1 {
+		return f.Store.Save(ctx, key, v)
+	}
 	return errors.New("tokenstore: keychain unavailable: the test says so")
 }
 
@@ -425,7 +433,7 @@ func TestTokenRefreshedButNotSaved(t *testing.T) {
 	var hooked []error
 	h.cfg.OnRefreshError = func(err error) { hooked = append(hooked, err) }
 	first := h.login()
-	h.cfg.Store = failingSaves{h.cfg.Store}
+	h.cfg.Store = &failingSaves{Store: h.cfg.Store}
 	c := h.client()
 
 	h.clock.Add(50 * time.Minute) // in the refresh window
