@@ -238,6 +238,14 @@ func (c *Client) checkMetadata(md *metadata) error {
 	return nil
 }
 
+// showsConfirmCode reports whether the server is a keyloop server, whose
+// consent page shows the confirmation code derived from the state
+// (internal/confirm): its metadata carries the keyloop extension
+// access_token_issuer, which keyloop servers always publish. Other
+// providers show no such code, and telling the user to compare one would
+// be false.
+func (md *metadata) showsConfirmCode() bool { return md.AccessTokenIssuer != "" }
+
 // accessTokenJWKSURI is where the keys of access tokens are.
 func (md *metadata) accessTokenJWKSURI() string {
 	if md.AccessTokenJWKSURI != "" {

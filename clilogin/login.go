@@ -37,8 +37,9 @@ const callbackPath = "/callback"
 // says. Then it prints, to Config.Stdout and in this
 // order: the authorization URL (always, even when a browser opens), either
 // "Opening your browser…" or, in paste mode, how to finish on another
-// machine, and the confirmation code (the consent page shows the same
-// code). It then opens the browser (unless in paste mode) and waits until one
+// machine, and, for a keyloop server, the confirmation code (its consent
+// page shows the same code; other providers show none, so none is printed
+// for them; see metadata.showsConfirmCode). It then opens the browser (unless in paste mode) and waits until one
 // valid callback arrives or ctx ends, showing a spinner with the elapsed time
 // when Stdout is a terminal (see Config.Terminal; plain lines otherwise).
 //
@@ -254,7 +255,9 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	default:
 		scr.printf("Opening your browser…\n")
 	}
-	scr.printf("Confirmation code: %s (the browser shows the same code; check that they match)\n", confirm.Code(state))
+	if md.showsConfirmCode() {
+		scr.printf("Confirmation code: %s (the browser shows the same code; check that they match)\n", confirm.Code(state))
+	}
 	var opened chan error
 	if !paste {
 		opened = make(chan error, 1)

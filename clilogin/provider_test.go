@@ -451,6 +451,10 @@ func TestAccessTokenVerification(t *testing.T) {
 		if rec := h.stored(); !rec.AccessTokenOpaque || !sess.Expiry.Equal(h.clock.Now().Add(30*time.Minute)) {
 			t.Errorf("opaque %t, expiry %v", rec.AccessTokenOpaque, sess.Expiry)
 		}
+		// Its pages show no keyloop confirmation code, so none is printed.
+		if strings.Contains(h.out.String(), "Confirmation code") {
+			t.Errorf("a confirmation code was printed for a provider that shows none:\n%s", h.out)
+		}
 	})
 	t.Run("auto verifies with a configured audience", func(t *testing.T) {
 		h := newHarness(t)
