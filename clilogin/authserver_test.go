@@ -107,6 +107,7 @@ type authServer struct {
 	HTMLElsewhere   bool                // other paths answer 200 with an HTML page, as a web app's catch-all does
 	Userinfo        bool                // serve and advertise /userinfo
 	FormAnswer      bool                // token answers are form-encoded, as GitHub's are without Accept: application/json
+	ErrorsAs200     bool                // token endpoint errors come with 200 OK, as GitHub's do
 	LastAuthQuery   atomic.Pointer[url.Values]
 	TokenAuthHeader atomic.Pointer[string] // the last token request's Authorization header
 }
@@ -287,10 +288,7 @@ func (a *authServer) Secrets() []string {
 }
 
 func (a *authServer) oauthError(w http.ResponseWriter, code string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusBadRequest)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
+	a.oauthErrorDesc(w, code, "")
 }
 
 func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
@@ -377,13 +375,27 @@ func (a *authServer) token(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *authServer) oauthErrorDesc(w http.ResponseWriter, code, desc string) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusBadRequest)
+	status := http.StatusBadRequest
+	if a.ErrorsAs200 {
+		status = http.StatusOK
+	}
 	body := map[string]string{"error": code}
 	if desc != "" {
 		body["error_description"] = desc
 	}
+	if a.FormAnswer {
+		form := url.Values{}
+		for k, v := range body {
+			form.Set(k, v)
+		}
+		w.Header().Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, form.Encode())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
 }
 

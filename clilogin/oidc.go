@@ -166,7 +166,7 @@ var idTokenAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 
 // verifyIDToken checks an ID token as OpenID Connect Core §3.1.3.7 says:
 // signature by the issuer's keys with an allowed algorithm, "iss" exactly
-// issuer, "aud" containing clientID (and, with several audiences, "azp"
+// issuer (Google's may also be "accounts.google.com"), "aud" containing clientID (and, with several audiences, "azp"
 // present), "azp" when present equal to clientID, "exp" and "iat" present
 // and valid within the leeway, "sub" present, "nonce" equal to nonce when
 // one was sent, and "at_hash", when present, matching accessToken.
@@ -174,7 +174,6 @@ func (c *Client) verifyIDToken(kf jwt.Keyfunc, raw, issuer, clientID, nonce, acc
 	var tc idTokenClaims
 	tok, err := jwt.NewParser(
 		jwt.WithValidMethods(idTokenAlgs),
-		jwt.WithIssuer(issuer),
 		jwt.WithAudience(clientID),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
@@ -185,6 +184,8 @@ func (c *Client) verifyIDToken(kf jwt.Keyfunc, raw, issuer, clientID, nonce, acc
 		return nil, fmt.Errorf("%w: ID token: %w", ErrInvalidToken, err)
 	}
 	switch {
+	case !idTokenIssuer(tc.Issuer, issuer):
+		return nil, fmt.Errorf("%w: the ID token's iss is not the issuer %s", ErrInvalidToken, issuer)
 	case tc.Subject == "":
 		return nil, fmt.Errorf("%w: the ID token has no subject", ErrInvalidToken)
 	case tc.IssuedAt == nil:
@@ -209,6 +210,17 @@ func (c *Client) verifyIDToken(kf jwt.Keyfunc, raw, issuer, clientID, nonce, acc
 		}
 	}
 	return &tc, nil
+}
+
+// googleIssuer is Google's issuer, whose ID tokens may name it without the
+// scheme ("accounts.google.com"), as Google's OpenID Connect documentation
+// says; go-oidc accepts both forms too.
+const googleIssuer = "https://accounts.google.com"
+
+// idTokenIssuer reports whether an ID token's "iss" names issuer: exactly
+// (OpenID Connect Core §3.1.3.7), or Google's scheme-less form.
+func idTokenIssuer(iss, issuer string) bool {
+	return iss == issuer || issuer == googleIssuer && iss == "accounts.google.com"
 }
 
 // atHashFunc is the hash of at_hash for a JWS algorithm (OpenID Connect

@@ -7,6 +7,7 @@ package clilogin
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"net"
 	"net/http"
@@ -510,5 +511,68 @@ func TestRefreshOfOlderRecordWithIDToken(t *testing.T) {
 	}
 	if rec := h.stored(); rec.IDToken != "" || rec.Subject != "user-1" || rec.Pending != nil {
 		t.Errorf("after the refresh: ID token kept %t, subject %q, pending %v", rec.IDToken != "", rec.Subject, rec.Pending)
+	}
+}
+
+// GitHub answers token endpoint errors with 200 OK (JSON, or form-encoded
+// without Accept: application/json): a refused refresh token must end the
+// login as refused, not be reported as a malformed answer.
+func TestTokenErrorWith200(t *testing.T) {
+	for _, form := range []bool{false, true} {
+		t.Run(map[bool]string{false: "JSON", true: "form-encoded"}[form], func(t *testing.T) {
+			h := newHarness(t)
+			h.as.MetadataPaths = []string{}
+			h.as.ClientSecret, h.as.ClientAuth = "gh-secret", "client_secret_post"
+			h.as.FormAnswer, h.as.ErrorsAs200 = form, true
+			h.as.RefreshRefusal = "The refresh token passed is incorrect or expired."
+			h.cfg.Endpoints = &Endpoints{Authorization: h.as.Issuer + "/authorize", Token: h.as.Issuer + "/token"}
+			h.cfg.ClientSecret = "gh-secret"
+			h.loginOK()
+			h.as.mu.Lock()
+			clear(h.as.refreshes) // the provider no longer knows the refresh token
+			h.as.mu.Unlock()
+			h.clock.Add(70 * time.Minute) // the access token expired
+			_, err := h.client().Token(t.Context())
+			if !errors.Is(err, ErrLoginEnded) || !strings.Contains(Message(err), "The login at "+h.as.Issuer+" has ended: ") {
+				t.Fatalf("err = %v (%s), want the login ended by invalid_grant", err, Message(err))
+			}
+			if rec := h.stored(); rec.Ended == nil || rec.Ended.Description != h.as.RefreshRefusal || rec.RefreshToken != "" {
+				t.Errorf("stored = %+v, want a login ended with the provider's description", rec)
+			}
+		})
+	}
+}
+
+// Google's ID tokens may name the issuer without its scheme; that form is
+// accepted for Google only, and an issuer is otherwise compared exactly.
+func TestIDTokenGoogleIssuer(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	c, err := New(Config{Issuer: googleIssuer, ClientID: "cli", AppName: "mytool", Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := func(*jwt.Token) (any, error) { return key.Public(), nil }
+	for _, tc := range []struct {
+		iss, issuer string
+		ok          bool
+	}{
+		{"accounts.google.com", googleIssuer, true},
+		{googleIssuer, googleIssuer, true},
+		{"accounts.google.com/", googleIssuer, false},
+		{"example.com", "https://example.com", false},
+		{"https://example.com/", "https://example.com", false},
+	} {
+		raw, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": tc.iss, "sub": "1", "aud": "cli",
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.verifyIDToken(kf, raw, tc.issuer, "cli", "", ""); (err == nil) != tc.ok {
+			t.Errorf("iss %q for issuer %q: %v, want ok %t", tc.iss, tc.issuer, err, tc.ok)
+		}
 	}
 }

@@ -450,10 +450,13 @@ func (c *Client) endedErr(rec *tokenstore.Record) error {
 	if who == "" {
 		who = rec.Subject
 	}
+	if who != "" {
+		who = " of " + who // nothing names the user of an opaque token without OpenID Connect
+	}
 	why := endedWhy(EndReason(rec.Ended.Reason), rec.Ended.Description)
 	return &userError{
-		msg:  fmt.Sprintf("clilogin: the login of %s at %s ended (%s); run `%s`", who, rec.Issuer, rec.Ended.Reason, c.loginCommand()),
-		user: fmt.Sprintf("The login of %s at %s has ended: %s Run `%s` to sign in again.", who, rec.Issuer, why, c.loginCommand()),
+		msg:  fmt.Sprintf("clilogin: the login%s at %s ended (%s); run `%s`", who, rec.Issuer, rec.Ended.Reason, c.loginCommand()),
+		user: fmt.Sprintf("The login%s at %s has ended: %s Run `%s` to sign in again.", who, rec.Issuer, why, c.loginCommand()),
 		errs: []error{ErrLoginEnded, ErrLoginRequired},
 	}
 }

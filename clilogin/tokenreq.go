@@ -86,6 +86,13 @@ func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values
 	}
 	tr, err := parseTokenResponse(resp.Header.Get("Content-Type"), body)
 	if err != nil {
+		// GitHub answers errors (bad_verification_code, the device flow's
+		// authorization_pending and slow_down) with 200 instead of RFC
+		// 6749 §5.2's 400: an answer with an error code and no access
+		// token is that error.
+		if se := serverError("token endpoint", endpoint, resp, body); se.Code != "" {
+			return nil, se
+		}
 		return nil, invalidResponse("token endpoint", endpoint, "a token response", err)
 	}
 	return tr, nil
@@ -173,14 +180,22 @@ func parseExpiresIn(raw json.RawMessage) time.Duration {
 }
 
 // serverError reads an RFC 6749 §5.2 error answer (or any non-200 one) into
-// a *ServerError.
+// a *ServerError. The body is JSON, or form-encoded as some servers send it
+// (GitHub, without Accept: application/json).
 func serverError(what, endpoint string, resp *http.Response, body []byte) *ServerError {
 	se := &ServerError{Endpoint: strings.TrimSuffix(what, " endpoint"), URL: endpoint, Status: resp.StatusCode}
 	var e struct {
 		Error            string `json:"error"`
 		ErrorDescription string `json:"error_description"`
 	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+	if json.Unmarshal(body, &e) != nil {
+		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" || mt == "text/plain" {
+			if vals, err := url.ParseQuery(string(body)); err == nil {
+				e.Error, e.ErrorDescription = vals.Get("error"), vals.Get("error_description")
+			}
+		}
+	}
+	if e.Error != "" {
 		se.Code, se.Description = sanitizeCode(e.Error), sanitize(e.ErrorDescription, 200)
 	}
 	return se
