@@ -48,11 +48,16 @@ func (c *Client) Logout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The lock only keeps a refresh from writing the login back meanwhile;
+	// a store that cannot give one (a read-only directory) must not keep
+	// the user from logging out.
 	unlock, err := c.lock(ctx, st)
-	if err != nil {
+	switch {
+	case err == nil:
+		defer unlock()
+	case ctx.Err() != nil || !errors.Is(err, ErrStorage):
 		return err
 	}
-	defer unlock()
 	rec, loadErr := c.load(ctx, st)
 	if errors.Is(loadErr, ErrNotLoggedIn) {
 		return &userError{msg: "clilogin: not logged in to " + c.cfg.Issuer,

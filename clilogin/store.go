@@ -34,7 +34,9 @@ func (c *Client) storeFor() (tokenstore.Store, error) {
 }
 
 // lock takes the store's cross-process lock on the login's key when the store
-// has one; the returned func releases it.
+// has one; the returned func releases it. A lock the store cannot take (its
+// directory cannot be created) is an error wrapping ErrStorage; one given up
+// because ctx ended wraps ctx.Err().
 func (c *Client) lock(ctx context.Context, st tokenstore.Store) (func(), error) {
 	l, ok := st.(tokenstore.Locker)
 	if !ok {
@@ -42,7 +44,10 @@ func (c *Client) lock(ctx context.Context, st tokenstore.Store) (func(), error) 
 	}
 	unlock, err := l.Lock(ctx, c.key)
 	if err != nil {
-		return nil, fmt.Errorf("clilogin: lock the stored login: %w", err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("clilogin: lock the stored login: %w", err)
+		}
+		return nil, c.storageErr("lock", err)
 	}
 	return unlock, nil
 }
@@ -73,7 +78,7 @@ func (c *Client) load(ctx context.Context, st tokenstore.Store) (*tokenstore.Rec
 	return rec, nil
 }
 
-// storageErr wraps a store failure (op is "read", "store" or "delete") in
+// storageErr wraps a store failure (op is "read", "store", "lock" or "delete") in
 // ErrStorage, with a sentence that names the store and does not call it
 // "not logged in".
 func (c *Client) storageErr(op string, err error) error {
@@ -83,6 +88,8 @@ func (c *Client) storageErr(op string, err error) error {
 		what = "Cannot tell whether you are logged in: "
 	case "store":
 		what = "Cannot store the login: "
+	case "lock":
+		what = "Cannot lock the stored login (the lock keeps processes from refreshing it at once): "
 	default:
 		what = "Cannot remove the stored login: "
 	}

@@ -3,6 +3,7 @@ package clilogin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"sync/atomic"
@@ -79,5 +80,45 @@ func TestRefreshWithReadOnlyStore(t *testing.T) {
 	ro.ReadOnly.Store(false)
 	if tok, err := h.client().Token(t.Context()); err != nil || tok.AccessToken == first.AccessToken.Reveal() {
 		t.Fatalf("Token with the store writable again = %v, %v; want a refreshed token", tok, err)
+	}
+}
+
+// lockFails is a store whose cross-process lock cannot be taken, as with a
+// token directory that cannot be created (a read-only home with the login
+// in the keychain).
+type lockFails struct{ tokenstore.Store }
+
+func (lockFails) Lock(context.Context, string) (func(), error) {
+	return nil, fmt.Errorf("tokenstore: lock %q: %w", "default@x-1234", &fs.PathError{Op: "mkdir", Path: "/home/ada/.config/mytool", Err: errors.New("read-only file system")})
+}
+
+// TestLockUnavailable: a lock that cannot be taken is a storage failure
+// (exit 2), named as such, not an error chain with internal key names; no
+// refresh is made without it; the still valid token is served meanwhile;
+// logout still works.
+func TestLockUnavailable(t *testing.T) {
+	h := newHarness(t)
+	var hooked []error
+	h.cfg.OnRefreshError = func(err error) { hooked = append(hooked, err) }
+	first := h.login()
+	h.cfg.Store = lockFails{h.store}
+
+	h.clock.Add(50 * time.Minute)
+	tok, err := h.client().Token(t.Context())
+	if err != nil || tok.AccessToken != first.AccessToken.Reveal() || len(hooked) != 1 || !errors.Is(hooked[0], ErrStorage) {
+		t.Fatalf("Token in the window = %v, %v (hooked %v); want the old token and one storage report", tok, err, hooked)
+	}
+	h.clock.Add(2 * time.Hour)
+	_, err = h.client().Token(t.Context())
+	msg := Message(err)
+	if !errors.Is(err, ErrStorage) || !strings.Contains(msg, "Cannot lock the stored login") ||
+		!strings.Contains(msg, "/home/ada/.config/mytool") || strings.Contains(msg, "default@") {
+		t.Errorf("Token after expiry = %v: %q", err, msg)
+	}
+	if n := h.as.RefreshAttempts.Load(); n != 0 {
+		t.Errorf("%d refreshes without the lock", n)
+	}
+	if err := h.client().Logout(t.Context()); err != nil || h.hasLogin() || len(h.as.Revoked()) == 0 {
+		t.Errorf("Logout = %v (stored %v, revoked %v); want a logout without the lock", err, h.hasLogin(), h.as.Revoked())
 	}
 }

@@ -200,7 +200,10 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 	defer func() { <-c.refreshSem }()
 	unlock, err := c.lock(ctx, st)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return c.keepOld(rec, now, err) // no refresh without the lock
 	}
 	defer unlock()
 	// Another goroutine or process may have refreshed, or found the login
@@ -223,6 +226,13 @@ func (c *Client) token(ctx context.Context, stale string) (*oauth2.Token, error)
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("clilogin: refresh the token: %w", ctx.Err())
 	}
+	return c.keepOld(rec, now, err)
+}
+
+// keepOld follows a refresh that failed (err) for a reason that does not
+// end the login: rec's token while it is valid, with err reported to
+// Config.OnRefreshError, else refreshFailed's error.
+func (c *Client) keepOld(rec *tokenstore.Record, now time.Time, err error) (*oauth2.Token, error) {
 	c.setBackoff(now.Add(refreshRetryDelay))
 	if valid(rec, now) {
 		c.setCached(rec)
