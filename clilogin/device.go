@@ -145,7 +145,11 @@ func (c *Client) devicePoll(ctx context.Context, st tokenstore.Store, md *metada
 		tok, err := c.postToken(ctx, md.TokenEndpoint, form, c.authMethod(md))
 		if ctx.Err() != nil {
 			// Canceled or timed out meanwhile: nothing is stored, even if
-			// the answer carried tokens.
+			// the answer carried tokens; those are revoked, so no grant
+			// the user never got stays alive at the server.
+			if err == nil {
+				c.discard(ctx, md, tok)
+			}
 			return nil, c.deviceCtxErr(ctx, nil)
 		}
 		if err == nil {
@@ -181,11 +185,21 @@ func (c *Client) devicePoll(ctx context.Context, st tokenstore.Store, md *metada
 		default:
 			return nil, &userError{
 				msg:  "clilogin: device login: " + stripPrefixes(err.Error()),
-				user: "The device login could not be completed. " + Message(err),
+				user: "The device login could not be completed. " + Message(err) + fmt.Sprintf(" Run `%s` to try again.", c.deviceCommand()),
 				errs: []error{ErrDeviceFlow, err},
 			}
 		}
 	}
+}
+
+// discard revokes the tokens of an answer that arrived after the login was
+// canceled, best effort, within the revocation bound of Logout.
+func (c *Client) discard(ctx context.Context, md *metadata, tok *tokenResponse) {
+	rec := &tokenstore.Record{
+		AccessToken: tokenstore.Secret(tok.AccessToken), RefreshToken: tokenstore.Secret(tok.RefreshToken),
+		RevocationEndpoint: md.RevocationEndpoint, ClientID: c.cfg.ClientID, TokenAuth: c.authMethod(md),
+	}
+	_ = c.revoke(context.WithoutCancel(ctx), rec)
 }
 
 // aboutDuration says d the way people do: "10 minutes", "45 seconds".

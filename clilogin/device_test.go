@@ -101,7 +101,7 @@ func (d *deviceServer) token(w http.ResponseWriter, r *http.Request) {
 		d.a.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"access_token": access, "token_type": "Bearer", "refresh_token": refresh, "expires_in": 3600})
-	case "pending", "slow_down", "access_denied", "expired_token", "invalid_client":
+	case "pending", "slow_down", "access_denied", "expired_token", "invalid_client", "invalid_grant":
 		if answer == "pending" {
 			answer = "authorization_pending"
 		}
@@ -216,7 +216,9 @@ func TestDeviceLoginOutcomes(t *testing.T) {
 		{"expired at the server", []string{"pending", "expired_token"}, nil, []error{ErrDeviceCodeExpired, ErrDeviceFlow}, "expired before it was approved"},
 		// expires_in passes on the client's clock before anyone approved.
 		{"expired here", []string{"pending"}, map[string]any{"expires_in": 30}, []error{ErrDeviceCodeExpired}, "mytool login --device"},
-		{"refused", []string{"invalid_client"}, nil, []error{ErrDeviceFlow}, "could not be completed"},
+		{"refused", []string{"invalid_client"}, nil, []error{ErrDeviceFlow}, "could not be completed. The token endpoint"},
+		// The device code was lost at the server (a restart): say what to run.
+		{"code unknown at the server", []string{"invalid_grant"}, nil, []error{ErrDeviceFlow}, "Run `mytool login --device` to try again."},
 		{"no user code", nil, map[string]any{"user_code": nil}, []error{ErrInvalidResponse, ErrDeviceFlow}, "could not be started"},
 		{"escape sequence in the code", nil, map[string]any{"user_code": "AB\x1b[2JCD"}, []error{ErrInvalidResponse}, "not printable"},
 		{"script URL", nil, map[string]any{"verification_uri": "javascript:alert(1)"}, []error{ErrInvalidResponse}, "verification_uri"},
@@ -290,6 +292,10 @@ func TestDeviceLoginCanceledOrTimedOut(t *testing.T) {
 		r := h.runDevice(ctx, nil)
 		if !errors.Is(r.err, context.Canceled) || h.hasLogin() || d.Polls() != 1 {
 			t.Fatalf("err %v, stored %v, polls %d", r.err, h.hasLogin(), d.Polls())
+		}
+		// The tokens that came too late are revoked: no grant is left alive.
+		if rev := h.as.Revoked(); len(rev) == 0 || rev[0] != "refresh_token" {
+			t.Errorf("revoked %v; want the refresh token that arrived after the cancel", rev)
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
