@@ -67,10 +67,15 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html><html 
 
 // startZitadel starts the provider with the clients given (the example
 // storage's client constructors); the IDs in jwt get JWT access tokens.
-func startZitadel(t *testing.T, clients map[string]*storage.Client, jwt ...string) *zitadelOP {
+// With slash, the provider publishes its issuer with a terminating "/", as
+// Auth0 does.
+func startZitadel(t *testing.T, slash bool, clients map[string]*storage.Client, jwt ...string) *zitadelOP {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + srv.Listener.Addr().String()
+	if slash {
+		issuer += "/"
+	}
 	store := jwtStorage{Storage: storage.NewStorageWithClients(storage.NewUserStore(issuer), clients), jwt: map[string]bool{}}
 	for _, id := range jwt {
 		store.jwt[id] = true
@@ -159,10 +164,11 @@ func TestInteropZitadel(t *testing.T) {
 		name   string
 		client func(t *testing.T) (*storage.Client, clilogin.Config)
 		jwt    bool
+		slash  bool // the provider publishes its issuer with a terminating "/"
 	}{
 		{"public client, opaque access tokens", func(*testing.T) (*storage.Client, clilogin.Config) {
 			return storage.NativeClient("cli-opaque", "http://127.0.0.1/callback"), clilogin.Config{}
-		}, false},
+		}, false, false},
 		{"public client, JWT access tokens for this client, localhost", func(*testing.T) (*storage.Client, clilogin.Config) {
 			// Registered as http://localhost/callback, any port (RFC 8252
 			// §7.3), as Entra ID wants it; the access tokens are JWTs
@@ -170,7 +176,7 @@ func TestInteropZitadel(t *testing.T) {
 			// verified.
 			return storage.NativeClient("cli-jwt", "http://localhost/callback"),
 				clilogin.Config{RedirectURL: "http://localhost/callback", Audience: "cli-jwt"}
-		}, true},
+		}, true, false},
 		{"confidential client, client_secret_basic, fixed port", func(t *testing.T) (*storage.Client, clilogin.Config) {
 			ln, err := net.Listen("tcp4", "127.0.0.1:0")
 			if err != nil {
@@ -180,7 +186,12 @@ func TestInteropZitadel(t *testing.T) {
 			ln.Close()
 			return storage.WebClient("cli-secret", "s3cr3t-value", redirect),
 				clilogin.Config{RedirectURL: redirect, ClientSecret: "s3cr3t-value"}
-		}, false},
+		}, false, false},
+		{"issuer published with a terminating slash, JWT access tokens", func(*testing.T) (*storage.Client, clilogin.Config) {
+			// The metadata, the callback and every token name
+			// "http://127.0.0.1:PORT/"; the configuration has no "/".
+			return storage.NativeClient("cli-slash", "http://127.0.0.1/callback"), clilogin.Config{Audience: "cli-slash"}
+		}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc, cfg := tc.client(t)
@@ -188,11 +199,12 @@ func TestInteropZitadel(t *testing.T) {
 			if tc.jwt {
 				jwt = []string{sc.GetID()}
 			}
-			z := startZitadel(t, map[string]*storage.Client{sc.GetID(): sc}, jwt...)
+			z := startZitadel(t, tc.slash, map[string]*storage.Client{sc.GetID(): sc}, jwt...)
 			clock := &offsetClock{}
 			out := &testenv.SyncBuffer{}
 			store := tokenstore.NewMemory()
-			cfg.Issuer, cfg.ClientID, cfg.AppName = z.issuer, sc.GetID(), "mytool"
+			// The issuer as a person types it: without the "/".
+			cfg.Issuer, cfg.ClientID, cfg.AppName = strings.TrimSuffix(z.issuer, "/"), sc.GetID(), "mytool"
 			cfg.Scopes = []string{"openid", "profile", "email", "offline_access"}
 			cfg.Store, cfg.Stdout, cfg.Now = store, out, clock.Now
 			var browserDone func()
@@ -217,7 +229,7 @@ func TestInteropZitadel(t *testing.T) {
 			if left := time.Until(sess.Expiry); left < 3*time.Minute || left > 6*time.Minute {
 				t.Errorf("expiry in %s, want about 5 minutes", left)
 			}
-			key := tokenstore.Key("", z.issuer, sc.GetID())
+			key := tokenstore.Key("", cfg.Issuer, sc.GetID())
 			rec := load(t, store, key)
 			if rec.AccessTokenOpaque == tc.jwt || rec.IDToken == "" || rec.RefreshToken == "" {
 				t.Errorf("stored: access token opaque %t (JWT client %t), ID token %t, refresh token %t",
