@@ -149,7 +149,31 @@ func (c *Commands) Client(cmd *cobra.Command) (*clilogin.Client, error) {
 				clilogin.Message(err))
 		}
 	}
-	return c.cfg.NewClient(cfg)
+	return c.newClient(cfg)
+}
+
+// newClient is Config.NewClient with an error for people when the server
+// the user chose (--server, or its environment variable) is not a usable
+// URL: that is the user's input, not the app's configuration.
+func (c *Commands) newClient(cfg clilogin.Config) (*clilogin.Client, error) {
+	client, err := c.cfg.NewClient(cfg)
+	if err == nil || !errors.Is(err, clilogin.ErrInvalidConfig) || cfg.Issuer == strings.TrimRight(c.cfg.Login.Issuer, "/") {
+		return client, err
+	}
+	from := "--server"
+	if c.server == "" {
+		from = c.cfg.ServerEnv
+	}
+	raw := firstNonEmpty(c.server, os.Getenv(c.cfg.ServerEnv))
+	why := clilogin.Message(err)
+	if _, after, ok := strings.Cut(err.Error(), fmt.Sprintf("Issuer %q ", cfg.Issuer)); ok {
+		why = "It " + after + "."
+	} else if _, after, ok := strings.Cut(err.Error(), "Issuer "); ok {
+		why = "It " + after + "."
+	} else if _, cerr := c.cfg.NewClient(c.cfg.Login); cerr != nil {
+		return nil, err // the app's own configuration is wrong too
+	}
+	return nil, message{err: err, text: fmt.Sprintf("The server %s (%s) cannot be used. %s", shellQuote(raw), from, why)}
 }
 
 func firstNonEmpty(s ...string) string {
@@ -245,7 +269,7 @@ func (c *Commands) loginCommand() *cobra.Command {
 			if device {
 				cfg.Device = clilogin.DeviceAlways
 			}
-			client, err := c.cfg.NewClient(cfg)
+			client, err := c.newClient(cfg)
 			if err != nil {
 				return err
 			}

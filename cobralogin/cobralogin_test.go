@@ -218,3 +218,28 @@ func TestLoginFlags(t *testing.T) {
 		}
 	})
 }
+
+// TestBadServerURL: a --server (or $MYTOOL_SERVER) value that is not a
+// usable URL is the user's input: the message names it and where it came
+// from, without "Invalid config: Issuer".
+func TestBadServerURL(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{[]string{"--server", "ftp://x", "status"}, "", "The server ftp://x (--server) cannot be used. It must use https (plain http only for loopback hosts)."},
+		{[]string{"--server", "http://api.example.com", "login"}, "", "The server http://api.example.com (--server) cannot be used. It must use https"},
+		{[]string{"status"}, "https://api.example.com/?x=1", "The server 'https://api.example.com/?x=1' (MYTOOL_SERVER) cannot be used. It must not have a query or fragment."},
+		{[]string{"token"}, "http://[::1", "The server 'http://[::1' (MYTOOL_SERVER) cannot be used. It is not an absolute URL."},
+	} {
+		t.Setenv("MYTOOL_SERVER", tc.env)
+		root := &cobra.Command{Use: "mytool"}
+		Add(root, Config{Login: clilogin.Config{Issuer: "https://api.example.com", ClientID: "mytool", AppName: "mytool",
+			Store: tokenstore.NewMemory()}})
+		_, errOut, code := run(root, tc.args...)
+		if code != ExitFailure || !strings.Contains(errOut, tc.want) || strings.Contains(errOut, "Issuer") || strings.Contains(errOut, "nvalid config") {
+			t.Errorf("%v: exit %d:\n%s", tc.args, code, errOut)
+		}
+	}
+}
