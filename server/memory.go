@@ -85,6 +85,29 @@ func (s *MemoryStateStore) CompareAndSwap(ctx context.Context, key string, old, 
 	return true, nil
 }
 
+// SwapAndPut implements StateSwapPutter: CompareAndSwap and, if it
+// swapped, the puts, under one lock.
+func (s *MemoryStateStore) SwapAndPut(ctx context.Context, key string, old, value []byte, ttl time.Duration, puts []StatePut) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("server: state swap and put: %w", err)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if ok && !now.Before(e.expires) {
+		ok = false
+	}
+	if old == nil && ok || old != nil && (!ok || !bytes.Equal(old, e.value)) {
+		return false, nil
+	}
+	s.store(now, key, value, ttl)
+	for _, p := range puts {
+		s.store(now, p.Key, p.Value, p.TTL)
+	}
+	return true, nil
+}
+
 // Get implements StateStore.
 func (s *MemoryStateStore) Get(ctx context.Context, key string) ([]byte, error) {
 	return s.get(ctx, key, false)

@@ -79,9 +79,18 @@ func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Val
 	if e != nil {
 		return nil, e
 	}
-	next, e := h.storeRefresh(ctx, rec)
+	// With a StateSwapPutter the successor is stored with the rotation,
+	// in one step; otherwise before it, and deleted if the rotation fails.
+	sp, oneStep := h.cfg.State.(StateSwapPutter)
+	next, entries, e := h.newRefresh(ctx, rec)
 	if e != nil {
 		return nil, e
+	}
+	if !oneStep {
+		if err := h.putAll(ctx, entries); err != nil {
+			h.dropRefresh(context.WithoutCancel(ctx), next)
+			return nil, h.errStateDown(ctx, "storing the new refresh token", err)
+		}
 	}
 	grace := h.cfg.RefreshTokenReuseGrace
 	var marker []byte
@@ -98,9 +107,15 @@ func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Val
 	if marker == nil {
 		ttl = 0 // no grace period: the swap is a compare-and-delete
 	}
-	swapped, err := h.cfg.State.CompareAndSwap(ctx, keyRefresh+ht, b, marker, ttl)
-	if err != nil || !swapped {
-		h.dropRefresh(ctx, next)
+	var swapped bool
+	var err error
+	if oneStep {
+		swapped, err = sp.SwapAndPut(ctx, keyRefresh+ht, b, marker, ttl, entries)
+	} else {
+		swapped, err = h.cfg.State.CompareAndSwap(ctx, keyRefresh+ht, b, marker, ttl)
+		if err != nil || !swapped {
+			h.dropRefresh(ctx, next)
+		}
 	}
 	if err != nil {
 		return nil, h.errStateDown(ctx, "rotating the refresh token", err)

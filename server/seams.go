@@ -229,6 +229,24 @@ type StateBatchPutter interface {
 	PutBatch(ctx context.Context, puts []StatePut) error
 }
 
+// StateSwapPutter is an optional interface of a StateStore that can make a
+// compare-and-swap and the records that go with it one step: one disk
+// commit, one network round trip. The handler's grants end in such a step:
+// a code exchange removes the code (a compare-and-delete of the record it
+// read) and stores the new refresh token, its reuse marker and the code's
+// used-marker; a refresh rotates the presented token and stores its
+// successor. With a StateSwapPutter that is one SwapAndPut; otherwise the
+// records are stored first (PutBatch or Put), then the code is taken or
+// the token swapped, and the records are deleted again if that fails.
+//
+// SwapAndPut does what CompareAndSwap(ctx, key, old, value, ttl) does and,
+// if and only if it swapped, stores puts as PutBatch does, in one atomic
+// step: either the swap and every record, or (swapped false, or an error)
+// no change at all. A ctx that is already done changes nothing.
+type StateSwapPutter interface {
+	SwapAndPut(ctx context.Context, key string, old, value []byte, ttl time.Duration, puts []StatePut) (swapped bool, err error)
+}
+
 // ErrStateNotFound is wrapped by StateStore methods when a key is absent or
 // expired.
 var ErrStateNotFound = errors.New("server: state not found")

@@ -209,9 +209,33 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 	}
 	rr := refreshRecord{ClientID: client.ID, SessionID: rec.SessionID, Identity: rec.Identity, AuthTime: rec.AuthTime, Scopes: rec.Scopes}
 	// The code-used marker is stored with the refresh token, before the
-	// Take, so a second redemption always finds it (RFC 6749 §4.1.2).
-	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce,
-		StatePut{Key: keyCodeUsed + hc, Value: []byte(rec.SessionID), TTL: h.cfg.PendingTTL})
+	// Take or with it, so a second redemption always finds it (RFC 6749
+	// §4.1.2).
+	used := StatePut{Key: keyCodeUsed + hc, Value: []byte(rec.SessionID), TTL: h.cfg.PendingTTL}
+	if sp, ok := h.cfg.State.(StateSwapPutter); ok {
+		// One step: the code is deleted (it is never changed once
+		// stored, so the record read above is the one to match) and the
+		// refresh token and the marker stored, or nothing is.
+		resp, e := h.mint(ctx, rr, false, rec.Scopes, rec.Nonce)
+		if e != nil {
+			return nil, e
+		}
+		rt, entries, e := h.newRefresh(ctx, rr, used)
+		if e != nil {
+			return nil, e
+		}
+		swapped, err := sp.SwapAndPut(ctx, keyCode+hc, b, nil, 0, entries)
+		if err != nil {
+			return nil, h.errStateDown(ctx, "redeeming the code and storing the new refresh token", err)
+		}
+		if !swapped { // a concurrent exchange won
+			return nil, h.codeReused(ctx, client, hc)
+		}
+		resp.RefreshToken = rt
+		h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
+		return resp, nil
+	}
+	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce, used)
 	if e != nil {
 		return nil, e
 	}
@@ -293,20 +317,9 @@ func (h *Handler) mint(ctx context.Context, rec refreshRecord, refresh bool, sco
 // extra entries are stored with it, in one step where the StateStore can
 // (putAll), and are stored even when there is no refresh token.
 func (h *Handler) storeRefresh(ctx context.Context, rec refreshRecord, extra ...StatePut) (string, *oauthError) {
-	entries := extra
-	var rt string
-	if ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now()); ttl > 0 {
-		rt = randomID()
-		ht := hashSecret(rt)
-		b, err := json.Marshal(rec)
-		if err != nil {
-			h.log.ErrorContext(ctx, "server: token: encoding the refresh token record", "err", err)
-			return "", oerr(http.StatusInternalServerError, "server_error", "")
-		}
-		entries = append([]StatePut{
-			{Key: keyRefreshKnown + ht, Value: []byte(rec.SessionID), TTL: ttl},
-			{Key: keyRefresh + ht, Value: b, TTL: ttl},
-		}, extra...)
+	rt, entries, e := h.newRefresh(ctx, rec, extra...)
+	if e != nil {
+		return "", e
 	}
 	if err := h.putAll(ctx, entries); err != nil {
 		h.dropRefresh(context.WithoutCancel(ctx), rt)
@@ -317,6 +330,27 @@ func (h *Handler) storeRefresh(ctx context.Context, rec refreshRecord, extra ...
 		return "", h.errStateDown(ctx, what, err)
 	}
 	return rt, nil
+}
+
+// newRefresh returns a new refresh token for rec, valid until the login's
+// cap, and the entries that store it (the token's record and its reuse
+// marker) followed by extra; "" and extra alone when the cap is reached.
+func (h *Handler) newRefresh(ctx context.Context, rec refreshRecord, extra ...StatePut) (string, []StatePut, *oauthError) {
+	ttl := rec.AuthTime.Add(h.cfg.RefreshTokenMaxLifetime).Sub(h.cfg.Now())
+	if ttl <= 0 {
+		return "", extra, nil
+	}
+	rt := randomID()
+	ht := hashSecret(rt)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		h.log.ErrorContext(ctx, "server: token: encoding the refresh token record", "err", err)
+		return "", nil, oerr(http.StatusInternalServerError, "server_error", "")
+	}
+	return rt, append([]StatePut{
+		{Key: keyRefreshKnown + ht, Value: []byte(rec.SessionID), TTL: ttl},
+		{Key: keyRefresh + ht, Value: b, TTL: ttl},
+	}, extra...), nil
 }
 
 // putAll stores entries: in one PutBatch when the StateStore is a

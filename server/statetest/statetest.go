@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +66,8 @@ func Run(t *testing.T, newStore func(t *testing.T) server.StateStore) {
 		{"ConcurrentCounter", testConcurrentCounter},
 		{"TakeRacesCompareAndSwap", testTakeRacesCAS},
 		{"PutBatch", testPutBatch},
+		{"SwapAndPut", testSwapAndPut},
+		{"ConcurrentSwapAndPut", testConcurrentSwapAndPut},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -437,6 +440,110 @@ func testPutBatch(t *testing.T, s server.StateStore) {
 	}
 	mustGet(t, s, "a", []byte("1"))
 	mustBeAbsent(t, s, "new")
+}
+
+// testSwapAndPut checks server.StateSwapPutter where the store has it: the
+// puts are stored if and only if the swap happened, and a done context
+// changes nothing.
+func testSwapAndPut(t *testing.T, s server.StateStore) {
+	sp, ok := s.(server.StateSwapPutter)
+	if !ok {
+		t.Skipf("%T is not a server.StateSwapPutter", s)
+	}
+	ctx := ctxFor(t)
+	swapPut := func(key string, old, v []byte, ttl time.Duration, want bool, puts ...server.StatePut) {
+		t.Helper()
+		swapped, err := sp.SwapAndPut(ctx, key, old, v, ttl, puts)
+		if err != nil || swapped != want {
+			t.Fatalf("SwapAndPut(%q, %s → %s) = %v, %v; want %v, nil", key, show(old), show(v), swapped, err, want)
+		}
+	}
+	mustPut(t, s, "k", []byte("v"), longTTL)
+	mustPut(t, s, "gone", []byte("g"), longTTL)
+	swapPut("k", []byte("v"), []byte("w"), longTTL, true,
+		server.StatePut{Key: "a", Value: []byte("1"), TTL: longTTL},
+		server.StatePut{Key: "gone", TTL: 0},
+		server.StatePut{Key: "c", Value: []byte("first"), TTL: longTTL},
+		server.StatePut{Key: "c", Value: []byte("last"), TTL: longTTL})
+	mustGet(t, s, "k", []byte("w"))
+	mustGet(t, s, "a", []byte("1"))
+	mustGet(t, s, "c", []byte("last"))
+	mustBeAbsent(t, s, "gone")
+
+	// No swap, no puts.
+	swapPut("k", []byte("v"), []byte("x"), longTTL, false, server.StatePut{Key: "b", Value: []byte("2"), TTL: longTTL})
+	swapPut("k", nil, []byte("x"), longTTL, false, server.StatePut{Key: "b", Value: []byte("2"), TTL: longTTL})
+	mustGet(t, s, "k", []byte("w"))
+	mustBeAbsent(t, s, "b")
+
+	// Compare-and-delete (a code exchange), put-if-absent, no puts at all.
+	swapPut("k", []byte("w"), nil, 0, true, server.StatePut{Key: "b", Value: []byte{}, TTL: longTTL})
+	mustBeAbsent(t, s, "k")
+	mustGet(t, s, "b", []byte{})
+	swapPut("new", nil, []byte("n"), longTTL, true, server.StatePut{Key: "short", Value: []byte("s"), TTL: ShortTTL})
+	mustGet(t, s, "new", []byte("n"))
+	swapPut("new", []byte("n"), []byte("m"), longTTL, true)
+	mustGet(t, s, "new", []byte("m"))
+	waitExpired(t, s, "short")
+
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	swapped, err := sp.SwapAndPut(done, "new", []byte("m"), nil, 0, []server.StatePut{{Key: "a", Value: []byte("changed"), TTL: longTTL}})
+	if swapped || !errors.Is(err, context.Canceled) || errors.Is(err, server.ErrStateNotFound) {
+		t.Errorf("SwapAndPut with a cancelled context: %v, %v; want false and an error wrapping context.Canceled", swapped, err)
+	}
+	mustGet(t, s, "new", []byte("m"))
+	mustGet(t, s, "a", []byte("1"))
+}
+
+// testConcurrentSwapAndPut races SwapAndPuts that delete one key, each
+// with a put of its own: exactly one swaps, and only its put is stored.
+func testConcurrentSwapAndPut(t *testing.T, s server.StateStore) {
+	sp, ok := s.(server.StateSwapPutter)
+	if !ok {
+		t.Skipf("%T is not a server.StateSwapPutter", s)
+	}
+	ctx := ctxFor(t)
+	mustPut(t, s, "code", []byte("c"), longTTL)
+	var wg sync.WaitGroup
+	var wins atomic.Int32
+	errs := make(chan error, contenders)
+	for i := range contenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			swapped, err := sp.SwapAndPut(ctx, "code", []byte("c"), nil, 0,
+				[]server.StatePut{{Key: fmt.Sprintf("won-%d", i), Value: []byte("w"), TTL: longTTL}})
+			if err != nil {
+				errs <- err
+			}
+			if swapped {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("SwapAndPut: %v", err)
+	}
+	if n := wins.Load(); n != 1 {
+		t.Fatalf("%d of %d concurrent SwapAndPuts swapped; want exactly 1", n, contenders)
+	}
+	stored := 0
+	for i := range contenders {
+		_, err := s.Get(ctx, fmt.Sprintf("won-%d", i))
+		switch {
+		case err == nil:
+			stored++
+		case !errors.Is(err, server.ErrStateNotFound):
+			t.Fatalf("Get: %v", err)
+		}
+	}
+	if stored != 1 {
+		t.Fatalf("%d SwapAndPuts stored their records; want only the one that swapped", stored)
+	}
+	mustBeAbsent(t, s, "code")
 }
 
 // contenders is how many goroutines race in each concurrency test.
