@@ -240,7 +240,7 @@ type op struct {
 	key   []byte
 	rec   []byte // expiry ‖ value for Put and CAS; nil: remove
 	old   []byte // CAS: expected value; nil: absent
-	batch []*op  // opBatch: the puts, applied in order
+	batch []*op  // opBatch: the puts, applied in order; opCAS: applied if it swapped
 	state atomic.Int32
 	done  chan struct{}
 
@@ -353,6 +353,26 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, old, value []byt
 	}
 	if err != nil {
 		return false, fmt.Errorf("boltstate: compare-and-swap: %w", err)
+	}
+	return o.found, nil
+}
+
+// SwapAndPut implements server.StateSwapPutter: CompareAndSwap and, if it
+// swapped, the puts, in one transaction (one commit for all).
+func (s *Store) SwapAndPut(ctx context.Context, key string, old, value []byte, ttl time.Duration, puts []server.StatePut) (bool, error) {
+	o, err := s.newOp(ctx, opCAS, key, value, ttl)
+	if err != nil {
+		return false, fmt.Errorf("boltstate: swap and put: %w", err)
+	}
+	o.old = old
+	o.batch = make([]*op, len(puts))
+	for i, p := range puts {
+		if o.batch[i], err = s.newOp(ctx, opPut, p.Key, p.Value, p.TTL); err != nil {
+			return false, fmt.Errorf("boltstate: swap and put: %w", err)
+		}
+	}
+	if err := s.do(ctx, o); err != nil {
+		return false, fmt.Errorf("boltstate: swap and put: %w", err)
 	}
 	return o.found, nil
 }
@@ -628,15 +648,32 @@ func (s *Store) apply(eb, xb *bolt.Bucket, o *op, now int64) error {
 			return nil
 		}
 		o.found = true
+		if len(o.batch) > 0 {
+			if err := replace(eb, xb, o.key, o.rec, cur); err != nil {
+				return err
+			}
+			for _, p := range o.batch {
+				if err := s.apply(eb, xb, p, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 	}
 	// opPut, or a CAS that matched.
-	if o.rec == nil {
+	return replace(eb, xb, o.key, o.rec, cur)
+}
+
+// replace stores rec under key, whose stored record is cur (nil: none), or
+// removes key when rec is nil.
+func replace(eb, xb *bolt.Bucket, key, rec, cur []byte) error {
+	if rec == nil {
 		if cur != nil {
-			return remove(eb, xb, o.key, cur)
+			return remove(eb, xb, key, cur)
 		}
 		return nil
 	}
-	return put(eb, xb, o.key, o.rec)
+	return put(eb, xb, key, rec)
 }
 
 // put stores rec under key with its index entry, replacing any previous
