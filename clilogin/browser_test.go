@@ -125,7 +125,7 @@ func TestBrowserPages(t *testing.T) {
 		wantErr    error
 	}{
 		{"success", "approve", "/done", []string{"Signed in to mytool", "user-1@example.com", "close this tab"}, nil},
-		{"denied", "deny", "/done?error=access_denied", []string{"Sign-in failed", "denied", "access_denied"}, ErrAccessDenied},
+		{"denied", "deny", "/done?error=access_denied", []string{"Request denied", "You denied the request", "close this tab"}, ErrAccessDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tab, closeTab := chromedp.NewContext(bctx)

@@ -801,12 +801,16 @@ func writeResult(w http.ResponseWriter, pages *template.Template, app string, re
 			Message: "You are signed in as " + who + "."})
 		return
 	}
+	if errors.Is(res.err, ErrAccessDenied) {
+		// A refusal the user chose is not a failure: a neutral page.
+		writePage(w, pages, http.StatusOK, PageData{AppName: app, Denied: true, Title: "Request denied",
+			Message: "You denied the request, so " + app + " was not signed in. Nothing was stored.", ErrorCode: "access_denied"})
+		return
+	}
 	msg := "The sign-in could not be completed; nothing was stored."
 	code := errorCode(res.err)
 	var ce *CallbackError
 	switch {
-	case errors.Is(res.err, ErrAccessDenied):
-		msg = "The request was denied; nothing was stored. You can close this tab."
 	case errors.As(res.err, &ce):
 		msg = "The server refused the sign-in (" + ce.Code + "). Nothing was stored."
 	case errors.Is(res.err, ErrIssuerMismatch):

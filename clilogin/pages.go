@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"html/template"
 	"net/http"
+
+	"github.com/keyloop/keyloop/internal/pagestyle"
 )
 
 // PageData is what the browser pages served by the loopback listener are
@@ -15,7 +17,12 @@ type PageData struct {
 	AppName string
 	// OK is true on the success page only.
 	OK bool
-	// Title is a short heading: "Signed in to mytool", "Sign-in failed", …
+	// Denied is true when the user (or the server) denied the request
+	// (access_denied): a refusal the user chose, not a failure. The default
+	// page shows it in neutral colors.
+	Denied bool
+	// Title is a short heading: "Signed in to mytool", "Request denied",
+	// "Sign-in failed", …
 	Title string
 	// Message is one or two sentences saying what happened and what to do.
 	Message string
@@ -32,9 +39,10 @@ type PageData struct {
 
 // DefaultPages returns a new copy of the templates used when Config.Pages is
 // nil: "success" and "failure", both rendered by one self-contained,
-// accessible page named "page" (light and dark color schemes, inline CSS, no
-// external assets). A CLI can Parse its own definition of either template
-// into the copy and keep the other.
+// accessible page named "page" in the same visual language as the server
+// package's pages (a centred card with the app's name, light and dark color
+// schemes, inline CSS, no external assets). A CLI can Parse its own
+// definition of either template into the copy and keep the other.
 func DefaultPages() *template.Template {
 	return template.Must(template.New("page").Parse(defaultPagesText))
 }
@@ -43,28 +51,14 @@ var defaultPages = DefaultPages()
 
 const defaultPagesText = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark"><meta name="robots" content="noindex">
-<title>{{.Title}}</title>
-<style nonce="{{.Nonce}}">
-:root{--bg:#f6f8fa;--card:#fff;--fg:#1f2328;--muted:#59636e;--ok:#1a7f37;--fail:#cf222e;--border:#d1d9e0}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#151b23;--fg:#f0f6fc;--muted:#9198a1;--ok:#3fb950;--fail:#ff7b72;--border:#3d444d}}
-*{box-sizing:border-box}
-body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;padding:1.5rem;
-background:var(--bg);color:var(--fg);font:1rem/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-main{background:var(--card);border:1px solid var(--border);border-radius:12px;padding:2rem 2.25rem;max-width:34rem;width:100%}
-.brand{margin:0 0 1.25rem;color:var(--muted);font-size:.875rem;font-weight:600;letter-spacing:.02em}
-h1{margin:0 0 .75rem;font-size:1.5rem;line-height:1.25;display:flex;gap:.6rem;align-items:center}
-.icon{flex:none;display:inline-flex;width:2rem;height:2rem;border-radius:50%;align-items:center;justify-content:center;color:#fff;font-size:1.1rem}
-.ok .icon{background:var(--ok)}.fail .icon{background:var(--fail)}
-.ok h1{color:var(--ok)}.fail h1{color:var(--fail)}
-p{margin:0 0 .75rem}.hint{color:var(--muted);font-size:.9rem;margin:0}
-code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
-</style></head>
-<body><main class="{{if .OK}}ok{{else}}fail{{end}}" aria-labelledby="title">
+<meta name="color-scheme" content="light dark"><meta name="robots" content="noindex"><meta name="referrer" content="no-referrer">
+<title>{{.Title}} · {{.AppName}}</title>
+<style nonce="{{.Nonce}}">` + pagestyle.CSS + `</style></head>
+<body><main class="{{if .OK}}ok{{else if .Denied}}neutral{{else}}fail{{end}}" aria-labelledby="title">
 <p class="brand">{{.AppName}}</p>
-<h1 id="title"><span class="icon" aria-hidden="true">{{if .OK}}✓{{else}}✕{{end}}</span>{{.Title}}</h1>
+<h1 id="title"><span class="icon" aria-hidden="true">{{if .OK}}✓{{else if .Denied}}–{{else}}✕{{end}}</span>{{.Title}}</h1>
 <p role="status">{{.Message}}</p>
-{{if .OK}}<p class="hint">You can close this tab and return to your terminal.</p>{{else}}<p class="hint">Return to your terminal for details{{if .ErrorCode}} (error <code>{{.ErrorCode}}</code>){{end}}.</p>{{end}}
+{{if .OK}}<p class="hint">You can close this tab and return to your terminal.</p>{{else if .Denied}}<p class="hint">You can close this tab.</p>{{else}}<p class="hint">Return to your terminal for details{{if .ErrorCode}} (error <code>{{.ErrorCode}}</code>){{end}}.</p>{{end}}
 </main></body></html>
 {{define "success"}}{{template "page" .}}{{end}}{{define "failure"}}{{template "page" .}}{{end}}`
 

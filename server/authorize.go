@@ -81,31 +81,35 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
-		h.pages.error(w, http.StatusMethodNotAllowed, "Bad request", "The authorization request must be a GET request.")
+		h.pages.error(w, http.StatusMethodNotAllowed, "", ErrorPage{Title: "Bad request", Message: "The authorization request must be a GET request."})
 		return
 	}
 	if len(r.URL.RawQuery) > maxQueryLen {
-		h.pages.error(w, http.StatusBadRequest, "Bad request", "The authorization request is too long.")
+		h.pages.error(w, http.StatusBadRequest, "", ErrorPage{Title: "Bad request", Message: "The authorization request is too long."})
 		return
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		h.pages.error(w, http.StatusBadRequest, "Bad request", "The authorization request is malformed.")
+		h.pages.error(w, http.StatusBadRequest, "", ErrorPage{Title: "Bad request", Message: "The authorization request is malformed."})
 		return
 	}
 	client, ok := h.clients[q.Get("client_id")]
 	if len(q["client_id"]) != 1 || !ok {
-		h.pages.error(w, http.StatusBadRequest, "Unknown application", "The application that sent you here is not registered with this server.")
+		h.unknownClient(w, r, q)
 		return
 	}
 	if len(q["redirect_uri"]) != 1 {
-		h.pages.error(w, http.StatusBadRequest, "Bad request", "The authorization request must carry exactly one redirect_uri.")
+		h.pages.error(w, http.StatusBadRequest, client.Name, ErrorPage{Title: "Bad request", Message: "The authorization request must carry exactly one redirect_uri."})
 		return
 	}
 	redirect, err := validateRedirectURI(q.Get("redirect_uri"), client.RedirectHosts)
 	if err != nil {
 		h.log.InfoContext(ctx, "server: authorize: redirect_uri refused", "client_id", client.ID, "err", err)
-		h.pages.error(w, http.StatusBadRequest, "Bad request", "The application asked to send you to an address this server does not allow. "+err.Error())
+		h.pages.error(w, http.StatusBadRequest, client.Name, ErrorPage{
+			Title:   "Bad request",
+			Message: client.Name + " asked this server to send you back to an address it does not allow: the " + strings.TrimPrefix(err.Error(), errRedirectURI.Error()+": ") + ".",
+			Hint:    "This is a problem of " + client.Name + "'s login configuration (its loopback redirect address); starting the login again will not help until it is fixed.",
+		})
 		return
 	}
 	// From here on, errors go back to the CLI.
@@ -259,24 +263,19 @@ func isS256Challenge(s string) bool {
 	return err == nil && len(b) == 32
 }
 
-type consentPage struct {
-	ClientName, Account, Code, Action, CSRFField, CSRFToken string
-	// Device is true for a device authorization: Code is the user code.
-	Device bool
-}
-
 // signIn serves SignInPath: the Authenticator's sign-in step, then the
 // consent page, then the decision.
 func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
-		h.pages.error(w, http.StatusMethodNotAllowed, "Bad request", "Method not allowed.")
+		h.pages.error(w, http.StatusMethodNotAllowed, "", ErrorPage{Title: "Bad request", Message: "This page only answers GET and POST requests."})
 		return
 	}
 	id := r.URL.Query().Get("req")
+	clientName := "" // known once the pending request is loaded
 	expired := func() {
-		h.pages.error(w, http.StatusBadRequest, "Login request expired", "This login request has expired or was already used.")
+		h.pages.error(w, http.StatusBadRequest, clientName, ErrorPage{Title: "Login request expired", Message: "This login request has expired or was already used."})
 	}
 	if !isRandomID(id) {
 		expired()
@@ -294,35 +293,39 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if errors.As(err, new(*json.SyntaxError)) || errors.As(err, new(*json.UnmarshalTypeError)) {
 			h.log.ErrorContext(ctx, "server: signin: unreadable pending authorization", "err", err)
-			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not read this login request.")
+			h.pages.error(w, http.StatusInternalServerError, "", ErrorPage{Title: "Server error", Message: "The server could not read this login request."})
 			return
 		}
 		h.unavailablePage(w, r, "loading the pending authorization", err)
 		return
 	}
+	client := h.clients[p.ClientID]
+	clientName = client.Name
 	c, cerr := r.Cookie(browserCookie)
 	if cerr != nil || !constantEqual(hashSecret(c.Value), p.Binding) {
-		h.pages.error(w, http.StatusForbidden, "Wrong browser", "This login request was started in a different browser. Start the login again.")
+		h.pages.error(w, http.StatusForbidden, clientName, ErrorPage{Title: "Wrong browser", Message: "This login request was started in a different browser."})
 		return
 	}
+	action := SignInPath + "?req=" + id
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
-			h.pages.error(w, http.StatusBadRequest, "Bad request", "The form could not be read.")
+			h.pages.error(w, http.StatusBadRequest, clientName, ErrorPage{Title: "Bad request", Message: "The form could not be read.", Retry: action})
 			return
 		}
 		if !constantEqual(r.PostForm.Get(CSRFField), p.CSRF) {
-			h.pages.error(w, http.StatusForbidden, "Request refused", "The form was not sent from this login page (CSRF check failed).")
+			h.pages.error(w, http.StatusForbidden, clientName, ErrorPage{Title: "Request refused", Message: "The form was not sent from this login page (its CSRF token is missing or wrong).", Retry: action})
 			return
 		}
 	}
-	client := h.clients[p.ClientID]
-	action := SignInPath + "?req=" + id
 	if p.Identity == nil {
 		nonce := setPageHeaders(w)
 		ident, err := h.cfg.Authenticator.Authenticate(w, r, SignInPrompt{
 			ClientName: client.Name, Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF, Nonce: nonce,
-			Render: h.pages.render, AuthenticatedAfter: p.AuthAfter,
+			Render: func(w http.ResponseWriter, status int, page string, data any) error {
+				return h.pages.execute(w, status, client.Name, nonce, page, data)
+			},
+			AuthenticatedAfter: p.AuthAfter,
 		})
 		if errors.Is(err, ErrResponded) {
 			return
@@ -330,9 +333,18 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		if err == nil && (ident == nil || ident.Subject == "") {
 			err = errors.New("server: authenticator returned no subject")
 		}
-		if err != nil {
+		var rerr *renderError
+		switch {
+		case errors.As(err, &rerr):
+			h.log.ErrorContext(ctx, "server: signin: the authenticator's page could not be rendered", "client_id", client.ID, "err", err)
+			h.pages.error(w, http.StatusInternalServerError, clientName, ErrorPage{Title: "Server error", Message: "The sign-in page could not be shown.", Retry: action})
+			return
+		case err != nil:
 			h.log.InfoContext(ctx, "server: signin: authentication failed", "client_id", client.ID, "err", err)
-			h.pages.error(w, http.StatusBadRequest, "Sign-in failed", err.Error())
+			h.pages.error(w, http.StatusBadRequest, clientName, ErrorPage{
+				Title: "Sign-in failed", Message: err.Error(), Retry: action,
+				Hint: "The login in your terminal is still waiting: try again, or close this window and press Ctrl+C there.",
+			})
 			return
 		}
 		if !p.AuthAfter.IsZero() && (ident.AuthTime.IsZero() || ident.AuthTime.Before(p.AuthAfter)) {
@@ -346,7 +358,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		nb, err := json.Marshal(p)
 		if err != nil {
 			h.log.ErrorContext(ctx, "server: signin: encoding pending authorization", "err", err)
-			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the sign-in.")
+			h.pages.error(w, http.StatusInternalServerError, clientName, ErrorPage{Title: "Server error", Message: "The server could not store the sign-in."})
 			return
 		}
 		if ttl <= 0 {
@@ -399,7 +411,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	redirect, err := url.Parse(p.RedirectURI)
 	if err != nil {
-		h.pages.error(w, http.StatusInternalServerError, "Server error", "The stored redirect address is unusable.")
+		h.pages.error(w, http.StatusInternalServerError, clientName, ErrorPage{Title: "Server error", Message: "The stored redirect address is unusable."})
 		return
 	}
 	// As at the token endpoint, taking the pending authorization is the
@@ -444,7 +456,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 // back to the client with an error.
 func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id string, p pendingAuth, code, desc string) {
 	if _, err := h.cfg.State.Take(r.Context(), keyPending+id); errors.Is(err, ErrStateNotFound) {
-		h.pages.error(w, http.StatusBadRequest, "Login request expired", "This login request has expired or was already used.")
+		h.pages.error(w, http.StatusBadRequest, h.clientName(p.ClientID), ErrorPage{Title: "Login request expired", Message: "This login request has expired or was already used."})
 		return
 	} else if err != nil {
 		h.unavailablePage(w, r, "ending the pending authorization", err)
@@ -452,7 +464,7 @@ func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id stri
 	}
 	redirect, err := url.Parse(p.RedirectURI)
 	if err != nil {
-		h.pages.error(w, http.StatusInternalServerError, "Server error", "The stored redirect address is unusable.")
+		h.pages.error(w, http.StatusInternalServerError, h.clientName(p.ClientID), ErrorPage{Title: "Server error", Message: "The stored redirect address is unusable."})
 		return
 	}
 	h.log.InfoContext(r.Context(), "server: signin: refused", "client_id", p.ClientID, "error", code, "reason", desc)
@@ -464,8 +476,8 @@ func (h *Handler) refuseToClient(w http.ResponseWriter, r *http.Request, id stri
 func (h *Handler) unavailablePage(w http.ResponseWriter, r *http.Request, step string, err error) {
 	h.log.ErrorContext(r.Context(), "server: state store unavailable", "step", step, "err", err)
 	w.Header().Set("Retry-After", retryAfter)
-	h.pages.error(w, http.StatusServiceUnavailable, "Temporarily unavailable",
-		"The sign-in service cannot reach its storage right now, so nothing was approved. Reload this page in a few seconds, or start the login again from your terminal.")
+	h.pages.error(w, http.StatusServiceUnavailable, "", ErrorPage{Title: "Temporarily unavailable",
+		Message: "The sign-in service cannot reach its storage right now, so nothing was approved. Reload this page in a few seconds, or start the login again from your terminal."})
 }
 
 func (h *Handler) consent(w http.ResponseWriter, p pendingAuth, client Client, action string) {
@@ -473,8 +485,55 @@ func (h *Handler) consent(w http.ResponseWriter, p pendingAuth, client Client, a
 	if p.Device != "" {
 		code = p.UserCode
 	}
-	h.pages.render(w, http.StatusOK, "consent.html", consentPage{
+	h.pages.render(w, http.StatusOK, client.Name, "consent.html", ConsentPage{
 		ClientName: client.Name, Account: accountName(p.Identity), Code: code,
 		Action: action, CSRFField: CSRFField, CSRFToken: p.CSRF, Device: p.Device != "",
 	})
 }
+
+// unknownClient answers an authorization request whose client_id is not
+// registered. RFC 6749 §4.1.2.1: the server tells the user and must not
+// redirect to the request's (unverifiable) redirect URI by itself. When that
+// URI is a valid loopback address and the request has a usable state, the
+// page offers a button back to it with error=unauthorized_client, so the CLI
+// stops waiting and shows the error.
+func (h *Handler) unknownClient(w http.ResponseWriter, r *http.Request, q url.Values) {
+	id := q.Get("client_id")
+	named := len(q["client_id"]) == 1 && clientIDRE.MatchString(id)
+	logged := id
+	if len(logged) > 64 {
+		logged = logged[:64] + "…"
+	}
+	h.log.WarnContext(r.Context(), "server: authorize: unknown client; register it in Config.Clients if it is yours", "client_id", logged)
+
+	page := ErrorPage{Title: "Unknown application"}
+	if named {
+		page.Message = "This server has no application with the ID “" + id + "”, so it cannot sign you in to it."
+		page.Hint = "If you run this server, register the client ID “" + id + "” and start the login again; otherwise check which server the command in your terminal uses."
+	} else {
+		page.Message = "The application that sent you here did not say which registered application it is (its client_id is missing or malformed)."
+		page.Hint = "Check the command's login configuration (its client ID) and start the login again."
+	}
+	state := q.Get("state")
+	if len(q["redirect_uri"]) == 1 && len(q["state"]) == 1 && state != "" && len(state) <= maxStateLen && printableASCII(state) {
+		if u, err := validateRedirectURI(q.Get("redirect_uri"), nil); err == nil {
+			desc := "the client_id is not registered at " + h.cfg.Issuer
+			if named {
+				desc = "client_id " + id + " is not registered at " + h.cfg.Issuer
+			}
+			v := u.Query()
+			v.Set("error", "unauthorized_client")
+			v.Set("error_description", desc)
+			v.Set("state", state)
+			v.Set("iss", h.cfg.Issuer)
+			u.RawQuery = v.Encode()
+			page.Return = u.String()
+			page.Hint += " “Back to your terminal” ends the login waiting there and shows this error."
+		}
+	}
+	h.pages.error(w, http.StatusBadRequest, "", page)
+}
+
+// clientName is the registered name of clientID, for page branding; empty
+// when it is not registered.
+func (h *Handler) clientName(clientID string) string { return h.clients[clientID].Name }

@@ -56,13 +56,20 @@ type Client struct {
 
 // Brand customizes the pages the handler renders.
 type Brand struct {
-	// Name is the product name in page titles and headings. Empty means
-	// "keyloop".
+	// Name is the application's name, shown above every page's heading and
+	// in page titles ("Authorize mytool · Acme"). Empty means the Name of the
+	// client (CLI) the login is for, so the backend's pages carry the same
+	// name as the CLI's own; pages not tied to a client (an unknown one)
+	// show the issuer's host.
 	Name string
-	// AccentColor is the color of buttons and links, as "#rgb" or
-	// "#rrggbb". Empty means a neutral blue.
+	// AccentColor is the color of buttons and focus rings, as "#rgb" or
+	// "#rrggbb", in light and dark mode alike. Empty means a neutral blue,
+	// #2457d6.
 	AccentColor string
 }
+
+// defaultAccent is Brand.AccentColor's default.
+const defaultAccent = "#2457d6"
 
 // Config configures a Handler. Only Issuer, Clients, Authenticator and Minter
 // are required.
@@ -168,14 +175,22 @@ type Config struct {
 	// the clients that opt in with Client.DeviceFlow; its zero value is
 	// sound (10-minute codes, 5 s polling, rate-limited user code entry).
 	DeviceFlow DeviceFlowConfig
-	// Templates, when set, replaces built-in page templates by file name:
-	// "layout.html" (defines "layout", calling "title" and "content"),
-	// "consent.html", "error.html", "signin.html" (DevAuthenticator's
-	// sign-in page), "device.html" (the device flow's code entry) and
-	// "device-done.html" (its result); each defines "title" and "content".
+	// Templates, when set, replaces built-in page templates by file name
+	// and adds pages of the application's own. Every page is executed with
+	// a Page (Brand, Nonce, Style, and the page's Data):
+	//   - "layout.html" defines "layout", which calls "title" and
+	//     "content" (and the optional "tone", the card's class);
+	//   - "consent.html" reads a ConsentPage, "error.html" an ErrorPage,
+	//     "signin.html" a SignInPage (the sign-in form of DevAuthenticator
+	//     and of any Authenticator that wants one), "device.html" (the
+	//     device flow's code entry) and "device-done.html" (its result);
+	//     each defines "title" and "content";
+	//   - any other "*.html" file at the root is a page of its own, which an
+	//     Authenticator renders with SignInPrompt.Render.
 	// Files it lacks keep the built-in version. Nil means the built-ins.
-	// Authenticators render their pages through SignInPrompt.Render, so
-	// they follow these too.
+	// Pages are html/template files parsed by New (errors wrap
+	// ErrInvalidConfig); they may load nothing from elsewhere (the CSP is
+	// default-src 'none' with a style nonce).
 	Templates fs.FS
 }
 
@@ -264,11 +279,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Brand.Name == "" {
-		c.Brand.Name = "keyloop"
-	}
 	if c.Brand.AccentColor == "" {
-		c.Brand.AccentColor = "#2457d6"
+		c.Brand.AccentColor = defaultAccent
 	}
 	if !colorRE.MatchString(c.Brand.AccentColor) {
 		return bad("Brand.AccentColor must be #rgb or #rrggbb")

@@ -71,17 +71,15 @@ func DevSubject(email string) string {
 	return "dev|" + hex.EncodeToString(sum[:16])
 }
 
-type devSignInPage struct {
-	ClientName, Action, CSRFField, CSRFToken, Email, Error string
-}
+// devNotice is the dev sign-in page's notice, on that page only.
+const devNotice = "Development sign-in: any well-formed e-mail address is accepted."
 
 // Authenticate implements Authenticator.
 func (d *DevAuthenticator) Authenticate(w http.ResponseWriter, r *http.Request, p SignInPrompt) (*Identity, error) {
 	if r.Method == http.MethodPost {
 		email := strings.TrimSpace(r.PostForm.Get("email"))
 		if !validEmail(email) {
-			d.page(w, http.StatusBadRequest, p, email, "Enter a valid e-mail address.")
-			return nil, ErrResponded
+			return nil, d.page(w, http.StatusBadRequest, p, email, "Enter a valid e-mail address.")
 		}
 		now := d.cfg.Now()
 		http.SetCookie(w, &http.Cookie{
@@ -99,18 +97,22 @@ func (d *DevAuthenticator) Authenticate(w http.ResponseWriter, r *http.Request, 
 			return &Identity{Subject: DevSubject(email), Email: email, AuthTime: at}, nil
 		}
 	}
-	d.page(w, http.StatusOK, p, "", "")
-	return nil, ErrResponded
+	return nil, d.page(w, http.StatusOK, p, "", "")
 }
 
-func (d *DevAuthenticator) page(w http.ResponseWriter, status int, p SignInPrompt, email, msg string) {
+func (d *DevAuthenticator) page(w http.ResponseWriter, status int, p SignInPrompt, email, msg string) error {
+	page := p.SignInPage()
+	page.Notice, page.Email, page.Error = devNotice, email, msg
 	render := p.Render
 	if render == nil {
-		render = defaultPages.render
+		render = func(w http.ResponseWriter, status int, name string, data any) error {
+			return defaultPages.execute(w, status, p.ClientName, setPageHeaders(w), name, data)
+		}
 	}
-	render(w, status, "signin.html", devSignInPage{
-		ClientName: p.ClientName, Action: p.Action, CSRFField: p.CSRFField, CSRFToken: p.CSRFToken, Email: email, Error: msg,
-	})
+	if err := render(w, status, "signin.html", page); err != nil {
+		return err
+	}
+	return ErrResponded
 }
 
 func validEmail(s string) bool {

@@ -425,11 +425,11 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
-		h.pages.error(w, http.StatusMethodNotAllowed, "Bad request", "Method not allowed.")
+		h.pages.error(w, http.StatusMethodNotAllowed, "", ErrorPage{Title: "Bad request", Message: "Method not allowed.", Hint: deviceHint})
 		return
 	}
 	if !h.deviceFlowEnabled() {
-		h.pages.error(w, http.StatusNotFound, "Not available", "This server does not offer device logins.")
+		h.pages.error(w, http.StatusNotFound, "", ErrorPage{Title: "Not available", Message: "This server does not offer device logins.", Hint: deviceHint})
 		return
 	}
 	binding := h.browserBinding(w, r)
@@ -438,11 +438,11 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
-			h.pages.error(w, http.StatusBadRequest, "Bad request", "The form could not be read.")
+			h.pages.error(w, http.StatusBadRequest, "", ErrorPage{Title: "Bad request", Message: "The form could not be read.", Hint: deviceHint})
 			return
 		}
 		if c, err := r.Cookie(browserCookie); err != nil || !constantEqual(r.PostForm.Get(CSRFField), deviceCSRF(c.Value)) {
-			h.pages.error(w, http.StatusForbidden, "Request refused", "The form was not sent from this page (CSRF check failed). Reload the page and enter the code again.")
+			h.pages.error(w, http.StatusForbidden, "", ErrorPage{Title: "Request refused", Message: "The form was not sent from this page (CSRF check failed). Reload the page and enter the code again.", Hint: deviceHint})
 			return
 		}
 		typed = r.PostForm.Get("user_code")
@@ -450,7 +450,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 		typed = r.URL.Query().Get("user_code")
 	}
 	if typed == "" {
-		h.pages.render(w, http.StatusOK, "device.html", page)
+		h.pages.render(w, http.StatusOK, "", "device.html", page)
 		return
 	}
 	if len(typed) > 64 {
@@ -460,7 +460,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	code, ok := normalizeUserCode(typed)
 	if !ok {
 		page.Error = "A code is 8 letters, like BCDF-GHJK. Check the code your device shows and try again."
-		h.pages.render(w, http.StatusBadRequest, "device.html", page)
+		h.pages.render(w, http.StatusBadRequest, "", "device.html", page)
 		return
 	}
 	page.UserCode = formatUserCode(code)
@@ -477,7 +477,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 		h.log.WarnContext(ctx, "server: device: user code attempts limited", "source", src)
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.DeviceFlow.AttemptWindow/time.Second)))
 		page.Error = "Too many wrong codes were entered. Wait a few minutes, then try again."
-		h.pages.render(w, http.StatusTooManyRequests, "device.html", page)
+		h.pages.render(w, http.StatusTooManyRequests, "", "device.html", page)
 		return
 	}
 	dk, rec, err := h.lookupUserCode(ctx, code)
@@ -489,7 +489,7 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	if dk == "" || !known || !client.DeviceFlow {
 		h.log.InfoContext(ctx, "server: device: wrong or expired user code entered", "source", src)
 		page.Error = "That code is not valid or has expired. Check the code your device shows, or start the login on the device again."
-		h.pages.render(w, http.StatusBadRequest, "device.html", page)
+		h.pages.render(w, http.StatusBadRequest, "", "device.html", page)
 		return
 	}
 	h.releaseUserCodeAttempt(ctx, src, counted)
@@ -551,13 +551,13 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		now := h.cfg.Now()
 		switch {
 		case errors.Is(err, ErrStateNotFound) || (err == nil && !now.Before(rec.Expires)):
-			h.pages.error(w, http.StatusBadRequest, "Code expired", "This code has expired. Start the login on your device again.")
+			h.pages.error(w, http.StatusBadRequest, client.Name, ErrorPage{Title: "Code expired", Message: "This code has expired. Start the login on your device again.", Hint: deviceHint})
 			return
 		case err != nil:
 			h.unavailablePage(w, r, "device: loading the device code", err)
 			return
 		case rec.Status != devicePending:
-			h.pages.error(w, http.StatusBadRequest, "Code already used", "This code was already approved or denied.")
+			h.pages.error(w, http.StatusBadRequest, client.Name, ErrorPage{Title: "Code already used", Message: "This code was already approved or denied.", Hint: deviceHint})
 			return
 		}
 		next := rec
@@ -568,7 +568,7 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		}
 		nb, err := json.Marshal(next)
 		if err != nil {
-			h.pages.error(w, http.StatusInternalServerError, "Server error", "The server could not store the decision.")
+			h.pages.error(w, http.StatusInternalServerError, client.Name, ErrorPage{Title: "Server error", Message: "The server could not store the decision.", Hint: deviceHint})
 			return
 		}
 		ok, err := h.cfg.State.CompareAndSwap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
@@ -588,12 +588,12 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		} else {
 			h.log.InfoContext(ctx, "server: device authorization denied", "client_id", client.ID, "sub", p.Identity.Subject)
 		}
-		h.pages.render(w, http.StatusOK, "device-done.html", deviceDonePage{
+		h.pages.render(w, http.StatusOK, client.Name, "device-done.html", deviceDonePage{
 			Approved: approve, ClientName: client.Name, Account: accountName(p.Identity), UserCode: p.UserCode,
 		})
 		return
 	}
-	h.pages.error(w, http.StatusServiceUnavailable, "Server busy", "The server could not store the decision. Go back and try again.")
+	h.pages.error(w, http.StatusServiceUnavailable, client.Name, ErrorPage{Title: "Server busy", Message: "The server could not store the decision. Go back and try again.", Hint: deviceHint})
 }
 
 // browserBinding returns the browser's binding cookie value, setting a new
@@ -749,6 +749,10 @@ func (h *Handler) increment(ctx context.Context, key string, delta int, ttl time
 	}
 	return 0, errCounterContended
 }
+
+// deviceHint is the device flow's error pages' hint: the login runs on the
+// device, not in this browser's terminal.
+const deviceHint = "You can close this window and start the login again on your device."
 
 // accountName is how the consent and result pages name the signed-in user.
 func accountName(id *Identity) string {

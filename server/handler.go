@@ -85,7 +85,7 @@ func New(cfg Config) (*Handler, error) {
 	for _, c := range cfg.Clients {
 		h.clients[c.ID] = c
 	}
-	if h.pages, err = loadPages(cfg.Brand, cfg.Templates); err != nil {
+	if h.pages, err = loadPages(cfg.Brand, issuerHost(cfg.Issuer), cfg.Templates, cfg.Logger); err != nil {
 		return nil, err
 	}
 	ki := cfg.Minter.KeyInfo()

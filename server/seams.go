@@ -59,12 +59,20 @@ type SignInPrompt struct {
 	// Content-Security-Policy header before writing; it must keep
 	// frame-ancestors 'none'.
 	Nonce string
-	// Render writes one of the handler's HTML pages (by template file name,
-	// such as "signin.html") in the handler's branded layout, with the
-	// handler's templates (Config.Templates) and security headers. It lets
-	// an Authenticator's pages look like the rest of the flow. Nil when the
-	// prompt was not made by a Handler (in tests of an Authenticator alone).
-	Render func(w http.ResponseWriter, status int, page string, data any)
+	// Render writes one of the handler's HTML pages (by template file name)
+	// in the handler's layout, with the handler's templates
+	// (Config.Templates), brand, and the Nonce: "signin.html" with a
+	// SignInPage (start from SignInPrompt.SignInPage), "error.html" with an
+	// ErrorPage, or a page of the application's own from Config.Templates.
+	// It keeps the response headers set before Authenticate (including a
+	// Content-Security-Policy the Authenticator replaced). On success it has
+	// written the status and the page, and the Authenticator returns
+	// ErrResponded. A name that is no page gives an error wrapping
+	// ErrUnknownPage, and data the template cannot read an error too; then
+	// nothing is written, and an Authenticator that returns the error gets
+	// a server error page. Nil when the prompt was not made by a Handler (in
+	// tests of an Authenticator alone).
+	Render func(w http.ResponseWriter, status int, page string, data any) error
 	// AuthenticatedAfter, when not zero, is the oldest authentication the
 	// client accepts (OpenID Connect Core §3.1.2.1: prompt=login asks for
 	// one at or after the authorization request, max_age for one at most
@@ -76,17 +84,47 @@ type SignInPrompt struct {
 }
 
 // Authenticator finds out who the browser user is. It is the seam between the
-// handler and an identity layer (DevAuthenticator, or Clerk in server/clerk).
+// handler and an identity layer: DevAuthenticator for development,
+// server/clerk for Clerk, or the application's own sign-in (see the
+// Authenticator example, which takes the user from the app's session
+// cookie).
 //
-// Authenticate is called on GET and POST requests to the sign-in step of one
-// pending authorization; POSTs have already passed the handler's CSRF check.
-// It either returns the signed-in Identity, or writes a response itself (a
-// sign-in page, a redirect to an external sign-in) and returns ErrResponded.
-// Any other error is shown to the user as a sign-in failure; its message must
-// be safe to show and must not contain credentials.
+// # When it is called
+//
+// The handler calls Authenticate for the GET and POST requests to the
+// sign-in step of one pending authorization (SignInPrompt.Action, which is
+// SignInPath?req=ID), until it returns an Identity. Before the call the
+// handler has checked that the request belongs to a live authorization
+// started in this browser, and for a POST, parsed the form (r.PostForm, at
+// most 64 KiB) and checked its CSRF token; it has also set the page headers
+// (see SignInPrompt.Nonce). A GET carries no CSRF token: on a GET,
+// Authenticate may read cookies and show a page, but must not act on query
+// parameters that sign someone in.
+//
+// # What it returns
+//
+//   - An Identity: the handler stores it with the pending authorization,
+//     never calls Authenticate again for that authorization, and shows the
+//     consent page (after a POST, through a 303 redirect to Action). The
+//     Authenticator may have set headers such as cookies, but must not have
+//     written a status or a body.
+//   - ErrResponded: the Authenticator wrote the whole response itself — a
+//     sign-in page (SignInPrompt.Render), or a redirect to the app's own
+//     sign-in that comes back to Action afterwards. The authorization stays
+//     pending (for Config.PendingTTL from its start), and the browser comes
+//     back to Action with a GET or a POST. To ask again after a wrong
+//     password, render the form again with SignInPage.Error set and return
+//     ErrResponded.
+//   - Any other error: the handler shows a "Sign-in failed" page with the
+//     error's message and a "Try again" link to Action, since the
+//     authorization is still valid. The message must be safe to show and
+//     must not contain credentials. An error from SignInPrompt.Render
+//     (ErrUnknownPage, a template error) is shown as a server error instead
+//     and logged.
 //
 // Implementations must be safe for concurrent use and keep no per-request
-// state in memory between calls (the handler may run on several instances).
+// state in memory between calls: the handler may run on several instances,
+// and the next request of the same sign-in may reach another one.
 type Authenticator interface {
 	Authenticate(w http.ResponseWriter, r *http.Request, p SignInPrompt) (*Identity, error)
 }
