@@ -258,4 +258,3 @@ var defaultPages = func() *pages {
 	}
 	return p
 }()
-
