@@ -803,7 +803,7 @@ func writeResult(w http.ResponseWriter, pages *template.Template, app string, re
 	}
 	if errors.Is(res.err, ErrAccessDenied) {
 		// A refusal the user chose is not a failure: a neutral page.
-		writePage(w, pages, http.StatusOK, PageData{AppName: app, Denied: true, Title: "Request denied",
+		writePage(w, pages, http.StatusBadRequest, PageData{AppName: app, Denied: true, Title: "Request denied",
 			Message: "You denied the request, so " + app + " was not signed in. Nothing was stored.", ErrorCode: "access_denied"})
 		return
 	}

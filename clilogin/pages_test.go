@@ -20,7 +20,7 @@ func TestCustomPages(t *testing.T) {
 		status     int
 	}{
 		{"approve", "Welcome aboard, user-1@example.com, from mytool", http.StatusOK},
-		{"deny", "Request denied", http.StatusOK}, // "failure" kept from DefaultPages
+		{"deny", "Request denied", http.StatusBadRequest}, // "failure" kept from DefaultPages
 	} {
 		h := newHarness(t)
 		h.as.Mode = tc.mode
