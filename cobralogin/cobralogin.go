@@ -6,7 +6,9 @@
 //	cmds := cobralogin.Add(root, cobralogin.Config{Login: clilogin.Config{Issuer: "https://api.example.com", ClientID: "mytool", AppName: "mytool"}})
 //	os.Exit(cobralogin.Execute(root))
 //
-// The app's own commands get a ready client with cmds.Client(cmd).
+// The app's own commands get a ready client with cmds.Client(cmd) and the
+// URL of an API path on the selected server with cmds.ServerURL(path), both
+// inside their RunE.
 //
 // # Exit codes
 //
@@ -30,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -129,8 +132,32 @@ func (c *Commands) ClientConfig() clilogin.Config {
 	return cfg
 }
 
+// ServerURL returns path resolved against the selected server (--server,
+// else the ServerEnv variable, else Config.Login.Issuer), so that the app's
+// own commands send their API requests to the server whose token
+// Client(cmd) holds. path is a path on the server with an optional query,
+// such as "/api/me" or "/api/items?limit=10", resolved like a link on the
+// server's URL. An absolute URL, or a path naming another host ("//…"), is
+// an error. Call it inside a command's RunE: before the command runs, its
+// flags are not parsed yet and the default server is returned.
+func (c *Commands) ServerURL(path string) (string, error) {
+	issuer := c.ClientConfig().Issuer
+	base, err := url.Parse(issuer)
+	if err != nil || base.Host == "" {
+		return "", fmt.Errorf("the server URL %q is not an absolute URL", issuer)
+	}
+	ref, err := url.Parse(path)
+	if err != nil || ref.IsAbs() || ref.Host != "" || strings.HasPrefix(path, "//") {
+		return "", fmt.Errorf("%q is not a path on the server %s", path, issuer)
+	}
+	return base.ResolveReference(ref).String(), nil
+}
+
 // Client returns a client for the resolved configuration, for the app's own
-// commands (for example one that calls the API with Client.HTTPClient).
+// commands (for example one that calls the API with Client.HTTPClient at
+// ServerURL). Call it inside a command's RunE, where --server and --profile
+// are parsed. An error means the resolved configuration is unusable (such as
+// a --server that is not an https URL); no request is made.
 func (c *Commands) Client(cmd *cobra.Command) (*clilogin.Client, error) {
 	cfg := c.ClientConfig()
 	if cfg.Stdout == nil {

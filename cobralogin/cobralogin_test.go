@@ -243,3 +243,39 @@ func TestBadServerURL(t *testing.T) {
 		}
 	}
 }
+
+// ServerURL resolves a path on the selected server and refuses anything
+// that would send the request elsewhere.
+func TestServerURL(t *testing.T) {
+	for _, tc := range []struct {
+		server, path, want string
+	}{
+		{"", "/api/me", "https://api.example.com/api/me"},
+		{"", "/api/items?limit=10", "https://api.example.com/api/items?limit=10"},
+		{"http://127.0.0.1:9999/", "/api/me", "http://127.0.0.1:9999/api/me"},
+		{"https://auth.example.com/tenant", "/api/me", "https://auth.example.com/api/me"},
+		{"", "https://evil.example/api/me", ""},
+		{"", "//evil.example/api/me", ""},
+		{"", "http:/x", ""},
+	} {
+		root := &cobra.Command{Use: "mytool"}
+		cmds := Add(root, Config{Login: clilogin.Config{Issuer: "https://api.example.com", ClientID: "mytool", AppName: "mytool"}})
+		var got string
+		var gotErr error
+		root.AddCommand(&cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error {
+			got, gotErr = cmds.ServerURL(tc.path)
+			return nil
+		}})
+		args := []string{"x"}
+		if tc.server != "" {
+			args = []string{"--server", tc.server, "x"}
+		}
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want || (tc.want == "") != (gotErr != nil) {
+			t.Errorf("--server %q, ServerURL(%q) = %q, %v; want %q", tc.server, tc.path, got, gotErr, tc.want)
+		}
+	}
+}

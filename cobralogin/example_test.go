@@ -1,6 +1,7 @@
 package cobralogin_test
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -38,4 +39,40 @@ func ExampleCommands_LoginHint() {
 	fmt.Println(cmds.LoginHint())
 	// Output:
 	// mytool login --server https://staging.example.com --profile work
+}
+
+// An app's own command calls its API on the server the user selected:
+// Client and ServerURL inside RunE, where --server is parsed, so the token
+// and the request go to the same server.
+func ExampleCommands_ServerURL() {
+	root := &cobra.Command{Use: "mytool"}
+	cmds := cobralogin.Add(root, cobralogin.Config{Login: clilogin.Config{
+		Issuer: "https://api.example.com", ClientID: "mytool", AppName: "mytool",
+	}})
+	root.AddCommand(&cobra.Command{
+		Use: "whoami",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, err := cmds.Client(cmd)
+			if err != nil {
+				return err // a --server that is no usable URL
+			}
+			url, err := cmds.ServerURL("/api/me")
+			if err != nil {
+				return err
+			}
+			_ = client // client.HTTPClient(cmd.Context()).Get(url) sends the request with the token
+			fmt.Println(url)
+			return nil
+		},
+	})
+	for _, args := range [][]string{{"whoami"}, {"--server", "http://127.0.0.1:8787", "whoami"}, {"--server", "http://auth.example.com", "whoami"}} {
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			fmt.Println("refused:", errors.Is(err, clilogin.ErrInvalidConfig))
+		}
+	}
+	// Output:
+	// https://api.example.com/api/me
+	// http://127.0.0.1:8787/api/me
+	// refused: true
 }

@@ -66,16 +66,11 @@ func apiCommand(cmds *cobralogin.Commands) *cobra.Command {
 			if !strings.HasPrefix(path, "/") {
 				return fmt.Errorf("PATH must start with /, got %q", path)
 			}
-			base, err := url.Parse(cmds.ClientConfig().Issuer)
+			u, err := cmds.ServerURL(path)
 			if err != nil {
-				return fmt.Errorf("the server URL is not valid: %w", err)
+				return err
 			}
-			ref, err := url.Parse(path)
-			if err != nil || ref.IsAbs() || ref.Host != "" {
-				return fmt.Errorf("PATH must be a path on the server, got %q", path)
-			}
-			u := base.ResolveReference(ref)
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u.String(), nil)
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u, nil)
 			if err != nil {
 				return err
 			}
