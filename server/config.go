@@ -59,8 +59,9 @@ type Brand struct {
 	// Name is the application's name, shown above every page's heading and
 	// in page titles ("Authorize mytool · Acme"). Empty means the Name of the
 	// client (CLI) the login is for, so the backend's pages carry the same
-	// name as the CLI's own; pages not tied to a client (an unknown one)
-	// show the issuer's host.
+	// name as the CLI's own; pages not tied to a client (an unknown client,
+	// an expired request, the device code entry) show the only client's
+	// Name when there is one, else the issuer's host.
 	Name string
 	// AccentColor is the color of buttons and focus rings, as "#rgb" or
 	// "#rrggbb", in light and dark mode alike. Empty means a neutral blue,

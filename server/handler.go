@@ -85,7 +85,11 @@ func New(cfg Config) (*Handler, error) {
 	for _, c := range cfg.Clients {
 		h.clients[c.ID] = c
 	}
-	if h.pages, err = loadPages(cfg.Brand, issuerHost(cfg.Issuer), cfg.Templates, cfg.Logger); err != nil {
+	fallbackName := issuerHost(cfg.Issuer)
+	if len(cfg.Clients) == 1 {
+		fallbackName = cfg.Clients[0].Name
+	}
+	if h.pages, err = loadPages(cfg.Brand, fallbackName, cfg.Templates, cfg.Logger); err != nil {
 		return nil, err
 	}
 	ki := cfg.Minter.KeyInfo()

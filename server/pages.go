@@ -32,9 +32,7 @@ var ErrUnknownPage = errors.New("server: unknown page")
 // "title" and "content" (and may define "tone", the card's class: "fail" on
 // error pages).
 type Page struct {
-	// Brand is Config.Brand with Name filled in: Config.Brand.Name, else
-	// the Name of the client (CLI) the login is for, else the issuer's
-	// host.
+	// Brand is Config.Brand with Name filled in (see Brand.Name).
 	Brand Brand
 	// Nonce is the response's Content-Security-Policy nonce: only <style>
 	// elements with nonce="{{.Nonce}}" apply.
@@ -126,7 +124,7 @@ func (p SignInPrompt) SignInPage() SignInPage {
 // pages renders the handler's HTML pages.
 type pages struct {
 	brand    Brand  // Name empty: the client's name, else fallback
-	fallback string // the issuer's host
+	fallback string // the only client's name, else the issuer's host
 	t        map[string]*template.Template
 	log      *slog.Logger
 }
@@ -243,7 +241,8 @@ func (p *pages) error(w http.ResponseWriter, status int, clientName string, e Er
 	p.render(w, status, clientName, "error.html", e)
 }
 
-// issuerHost is the fallback brand name: the issuer's host.
+// issuerHost is the fallback brand name of a handler with several clients:
+// the issuer's host.
 func issuerHost(issuer string) string {
 	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
 		return u.Host

@@ -11,6 +11,7 @@ package pagetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
 
 	"github.com/keyloop/keyloop/clilogin"
 	"github.com/keyloop/keyloop/internal/testenv"
@@ -51,7 +53,7 @@ func newBackend(t *testing.T, authn server.Authenticator) string {
 	}
 	h, err := server.New(server.Config{
 		Issuer:        issuer,
-		Clients:       []server.Client{{ID: appName, Name: appName}},
+		Clients:       []server.Client{{ID: appName, Name: appName, DeviceFlow: true}},
 		Authenticator: authn,
 		Minter:        minter,
 	})
@@ -271,7 +273,6 @@ func TestLoginPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	issuer := newBackend(t, dev)
-	host := strings.TrimPrefix(issuer, "http://")
 
 	// The dev sign-in page, then the same with an error.
 	l := startLogin(t, issuer, appName)
@@ -328,7 +329,7 @@ func TestLoginPages(t *testing.T) {
 	l = startLogin(t, issuer, "othercli")
 	s.do(chromedp.Navigate(l.authURL))
 	f = s.page("unknown-client")
-	check(t, "unknown-client", f, first, host, "Unknown application")
+	check(t, "unknown-client", f, first, appName, "Unknown application")
 	if !strings.Contains(f.Text, "“othercli”") || !strings.Contains(f.Text, "register the client ID") || f.Tone != "fail" {
 		t.Errorf("unknown-client (%s):\n%s", f.Tone, f.Text)
 	}
@@ -339,6 +340,7 @@ func TestLoginPages(t *testing.T) {
 	if err := l.wait(t); !errors.As(err, &ce) || ce.Code != "unauthorized_client" || !strings.Contains(ce.Description, "othercli") {
 		t.Errorf("Login for an unknown client: %v", err)
 	}
+	failedH1 := f.H1Color
 	if f.H1Color == denied.H1Color || denied.Tone != "neutral" || f.Tone != "fail" {
 		t.Errorf("the denied page is colored like a failure (h1 %s vs %s; tones %q, %q)", denied.H1Color, f.H1Color, denied.Tone, f.Tone)
 	}
@@ -346,7 +348,43 @@ func TestLoginPages(t *testing.T) {
 	// A request that expired.
 	s.do(chromedp.Navigate(issuer + server.SignInPath + "?req=" + strings.Repeat("A", 43)))
 	f = s.page("expired")
-	check(t, "expired", f, first, host, "Login request expired")
+	check(t, "expired", f, first, appName, "Login request expired")
+
+	// The device flow's pages: code entry, consent for another device, the
+	// result (approved, and denied in neutral colors).
+	for _, decision := range []string{"Authorize", "Deny"} {
+		cfg := &oauth2.Config{ClientID: appName, Endpoint: oauth2.Endpoint{DeviceAuthURL: issuer + server.DeviceAuthorizationPath}}
+		da, err := cfg.DeviceAuth(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.do(chromedp.Navigate(da.VerificationURI), chromedp.WaitVisible(chromedp.CSS("input[name=user_code]")))
+		if decision == "Authorize" {
+			f = s.page("device")
+			check(t, "device", f, first, appName, "Sign in a device")
+		}
+		s.do(chromedp.SendKeys(chromedp.CSS("input[name=user_code]"), da.UserCode),
+			chromedp.Click(`//button[normalize-space()="Continue"]`),
+			chromedp.WaitVisible(`//button[normalize-space()="Authorize"]`))
+		if decision == "Authorize" {
+			f = s.page("device-consent")
+			check(t, "device-consent", f, first, appName, "Authorize "+appName)
+			if !strings.Contains(f.Text, da.UserCode) || !strings.Contains(f.Text, "another device") {
+				t.Errorf("device-consent:\n%s", f.Text)
+			}
+		}
+		s.do(chromedp.Click(fmt.Sprintf(`//button[normalize-space()=%q]`, decision)), chromedp.WaitVisible(chromedp.CSS("#confirm-code")))
+		if decision == "Authorize" {
+			f = s.page("device-done")
+			check(t, "device-done", f, first, appName, "Device signed in")
+		} else {
+			f = s.page("device-denied")
+			check(t, "device-denied", f, first, appName, "Request denied")
+			if f.Tone != "neutral" || f.H1Color == failedH1 {
+				t.Errorf("device-denied looks like a failure (%s, %s)", f.Tone, f.H1Color)
+			}
+		}
+	}
 
 	// Another app's own password form: a wrong password shows it again with
 	// a message; an Authenticator error offers "Try again".
