@@ -33,7 +33,11 @@
 // API (clerk.Provider.CheckSetup) and refuses to start when it is not set up
 // as the README says.
 //
-//	backend [-addr HOST:PORT] [-data DIR] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL] [-audience URI] [-redis URL]
+//	backend [-addr HOST:PORT] [-data DIR] [-clients ID,…] [-keys DIR] [-keys-reload DURATION] [-token-ttl DURATION] [-issuer URL] [-audience URI] [-redis URL]
+//
+// -clients lists the client IDs of the CLIs it serves (default mytool); a
+// CLI with another ID sees "Unknown application" in the browser, and the
+// backend logs the -clients value that would serve it.
 //
 // With -redis, the login state (and the Clerk webhook replay guard) lives
 // in that Redis, so several backends sharing it, one -issuer and one key set
@@ -67,6 +71,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -85,10 +90,13 @@ func main() {
 	}
 }
 
+// stderr receives the usage text and the log; tests replace it.
+var stderr io.Writer = os.Stderr
+
 // run serves until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
+	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8787", "listen address `HOST:PORT`; an empty HOST means 127.0.0.1, and port 0 (as in 127.0.0.1:0 or :0) picks a free port")
 	data := fs.String("data", defaultDataDir(), "directory for the dev keys and the login state (pending sign-ins, refresh tokens, revocations)")
 	ttl := fs.Duration("token-ttl", 168*time.Hour, "lifetime of minted access tokens")
@@ -97,6 +105,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	keysReload := fs.Duration("keys-reload", server.DefaultKeyReloadInterval, "how often to re-read -keys (0: only on SIGHUP)")
 	audience := fs.String("audience", "", "dev mode: the \"aud\" of access tokens, the API they are for (default: the issuer URL); in Clerk mode the JWT template sets it (CLERK_AUDIENCE)")
 	redisURL := fs.String("redis", "", "keep the login state in the Redis at `URL` (redis://, rediss:// or unix://), shared by every replica; default: a file under -data, for one process")
+	clientList := fs.String("clients", "mytool", "comma-separated `IDs` of the CLIs this backend serves: each CLI's ClientID (clilogin.Config.ClientID)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the usage was printed
@@ -112,6 +121,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if *keysDir != "" && os.Getenv("CLERK_SECRET_KEY") != "" {
 		return errors.New("-keys is for self-signed tokens; in Clerk mode (CLERK_SECRET_KEY set) Clerk signs them")
 	}
+	clientIDs, clients, err := parseClients(*clientList)
+	if err != nil {
+		return err
+	}
 	host, port, err := net.SplitHostPort(*addr)
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
@@ -120,8 +133,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		host = "127.0.0.1" // a dev backend stays on loopback unless told otherwise
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("-addr %s: the address is already in use (another backend, or a `make demo`, may be running there): "+
+			"stop it, or choose another port with -addr %s (port 0 picks a free one)", *addr, net.JoinHostPort(host, "PORT"))
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("-addr %s: %w", *addr, err)
 	}
 	defer ln.Close()
 	if *issuer == "" {
@@ -137,7 +154,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		*issuer = "http://" + net.JoinHostPort(ip.String(), fmt.Sprint(a.Port))
 	}
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	// Logins survive a restart: the handler's state is kept under -data,
 	// or in Redis for several replicas.
 	var state server.StateStore
@@ -241,7 +258,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		State:         state,
 		IDTokenKey:    idKey,
 		Issuer:        *issuer,
-		Clients:       []server.Client{{ID: "mytool", Name: "mytool", DeviceFlow: true}},
+		Clients:       clients,
 		Authenticator: authn,
 		Minter:        minter,
 		Logger:        logger,
@@ -255,6 +272,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	mux.Handle(server.MetadataPath, h)
 	mux.Handle(server.OpenIDConfigurationPath, h)
 	mux.Handle("/oauth/", h)
+	mux.Handle(server.AuthorizePath, unknownClientHint(h, clientIDs, logger))
 	mux.Handle("GET /api/me", h.RequireToken(http.HandlerFunc(me)))
 	if clerkProvider != nil && os.Getenv("CLERK_WEBHOOK_SECRET") != "" {
 		wh, err := clerkProvider.WebhookHandler(h)
@@ -402,4 +420,39 @@ func envBool(name string) (bool, error) {
 		return false, fmt.Errorf("%s=%q is not true or false", name, v)
 	}
 	return b, nil
+}
+
+// parseClients reads -clients: registered clients for each ID, with the
+// device flow on (mytool login --device).
+func parseClients(list string) ([]string, []server.Client, error) {
+	var ids []string
+	var clients []server.Client
+	for _, id := range strings.Split(list, ",") {
+		if id = strings.TrimSpace(id); id == "" {
+			continue
+		}
+		if slices.Contains(ids, id) {
+			return nil, nil, fmt.Errorf("-clients: %q is listed twice", id)
+		}
+		ids = append(ids, id)
+		clients = append(clients, server.Client{ID: id, Name: id, DeviceFlow: true})
+	}
+	if len(ids) == 0 {
+		return nil, nil, errors.New("-clients: give at least one client ID, e.g. -clients mytool")
+	}
+	return ids, clients, nil
+}
+
+// unknownClientHint serves the authorization endpoint with h, and first
+// logs how to serve a CLI whose client ID is not registered: the browser
+// shows "Unknown application", and whoever runs this backend needs the flag.
+func unknownClientHint(h http.Handler, ids []string, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("client_id")
+		if id != "" && !slices.Contains(ids, id) && len(id) <= 64 {
+			logger.Warn(fmt.Sprintf("backend: a CLI asked to log in with client ID %q, which this backend does not serve; to serve it, restart with -clients %s",
+				id, strings.Join(append(slices.Clone(ids), id), ",")), "client_id", id)
+		}
+		h.ServeHTTP(w, r)
+	})
 }
