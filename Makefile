@@ -2,12 +2,15 @@
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 DATA ?= $(CURDIR)/.demo
+DEMO_ADDR ?= 127.0.0.1:8787
 
 .PHONY: demo test bench lint build clean
 
 ## demo: build and start examples/backend in dev mode, then run `mytool login` against it.
+##   DEMO_ADDR=HOST:PORT: where the backend listens (default 127.0.0.1:8787; 127.0.0.1:0 picks a free port)
+##   DATA=DIR: where it keeps its dev keys, login state and (without an OS keychain) mytool's keyring
 demo: build
-	@scripts/demo "$(DATA)"
+	@DEMO_ADDR='$(DEMO_ADDR)' scripts/demo "$(DATA)"
 
 ## test: the whole test suite, real parts included (private gnome-keyring, headless Chromium).
 test:
