@@ -56,7 +56,7 @@ const defaultPagesText = `<!doctype html>
 <style nonce="{{.Nonce}}">` + pagestyle.CSS + `</style></head>
 <body><main class="{{if .OK}}ok{{else if .Denied}}neutral{{else}}fail{{end}}" aria-labelledby="title">
 <p class="brand">{{.AppName}}</p>
-<h1 id="title"><span class="icon" aria-hidden="true">{{if .OK}}✓{{else if .Denied}}–{{else}}✕{{end}}</span>{{.Title}}</h1>
+<h1 id="title">{{.Title}}</h1>
 <p role="status">{{.Message}}</p>
 {{if .OK}}<p class="hint">You can close this tab and return to your terminal.</p>{{else if .Denied}}<p class="hint">You can close this tab.</p>{{else}}<p class="hint">Return to your terminal for details{{if .ErrorCode}} (error <code>{{.ErrorCode}}</code>){{end}}.</p>{{end}}
 </main></body></html>

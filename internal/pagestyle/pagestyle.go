@@ -11,10 +11,11 @@ package pagestyle
 // ":root{--accent:#2457d6}".
 //
 // Markup it styles: <main class="ok|fail|neutral"> as the card (the class
-// colors the heading and its .icon), .brand for the app's name, h1 with an
-// optional <span class="icon">, p, .hint (muted), .error (a message in the
-// failure color), .code (the confirmation code), label and input, .actions
-// holding button or a.button elements, each .primary or .secondary.
+// colors the heading and puts a ✓, ✕ or – badge before it, so the h1's text
+// stays the plain heading), .brand for the app's name, h1, p, .hint
+// (muted), .error (a message in the failure color), .code (the
+// confirmation code), label and input, .actions holding button or a.button
+// elements, each .primary or .secondary.
 const CSS = `:root{color-scheme:light dark;--bg:#f6f8fa;--card:#fff;--fg:#1f2328;--muted:#59636e;--border:#d1d9e0;--field:#fff;--ok:#1a7f37;--fail:#cf222e;--accent:#2457d6;--on-accent:#fff}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#151b23;--fg:#f0f6fc;--muted:#9198a1;--border:#3d444d;--field:#0d1117;--ok:#3fb950;--fail:#ff7b72}}
 *{box-sizing:border-box}
@@ -22,8 +23,8 @@ body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:c
 main{background:var(--card);border:1px solid var(--border);border-radius:12px;padding:2rem 2.25rem;max-width:34rem;width:100%}
 .brand{margin:0 0 1.25rem;color:var(--muted);font-size:.875rem;font-weight:600;letter-spacing:.02em}
 h1{margin:0 0 .75rem;font-size:1.5rem;line-height:1.25;display:flex;gap:.6rem;align-items:center}
-.icon{flex:none;display:inline-flex;width:2rem;height:2rem;border-radius:50%;align-items:center;justify-content:center;color:#fff;font-size:1.1rem}
-.ok .icon{background:var(--ok)}.fail .icon{background:var(--fail)}.neutral .icon{background:var(--muted)}
+.ok h1::before,.fail h1::before,.neutral h1::before{flex:none;display:inline-flex;width:2rem;height:2rem;border-radius:50%;align-items:center;justify-content:center;color:#fff;font-size:1.1rem}
+.ok h1::before{content:"✓"/"";background:var(--ok)}.fail h1::before{content:"✕"/"";background:var(--fail)}.neutral h1::before{content:"–"/"";background:var(--muted)}
 .ok h1{color:var(--ok)}.fail h1{color:var(--fail)}
 p{margin:0 0 .75rem}
 .hint{color:var(--muted);font-size:.9rem}
