@@ -91,8 +91,7 @@ func (d *DevAuthenticator) Authenticate(w http.ResponseWriter, r *http.Request, 
 	if c, err := r.Cookie(devCookie); err == nil {
 		if email, at, ok := d.verify(c.Value); ok {
 			if !p.AuthenticatedAfter.IsZero() && at.Before(p.AuthenticatedAfter) {
-				d.page(w, http.StatusOK, p, email, "The application asks you to sign in again.")
-				return nil, ErrResponded
+				return nil, d.page(w, http.StatusOK, p, email, "The application asks you to sign in again.")
 			}
 			return &Identity{Subject: DevSubject(email), Email: email, AuthTime: at}, nil
 		}
