@@ -373,7 +373,9 @@ func TestLoginPages(t *testing.T) {
 				t.Errorf("device-consent:\n%s", f.Text)
 			}
 		}
-		s.do(chromedp.Click(fmt.Sprintf(`//button[normalize-space()=%q]`, decision)), chromedp.WaitVisible(chromedp.CSS("#confirm-code")))
+		// The consent page has a #confirm-code too: wait for the result's heading.
+		s.do(chromedp.Click(fmt.Sprintf(`//button[normalize-space()=%q]`, decision)),
+			chromedp.WaitVisible(`//main[contains(@class,"ok") or contains(@class,"neutral")]/h1`))
 		if decision == "Authorize" {
 			f = s.page("device-done")
 			check(t, "device-done", f, first, appName, "Device signed in")
