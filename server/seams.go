@@ -249,9 +249,12 @@ type StateStore interface {
 // StatePut is one record of StateBatchPutter.PutBatch: Value under Key
 // for TTL (a TTL ≤ 0 removes Key), as StateStore.Put takes them.
 type StatePut struct {
-	Key   string
+	// Key is the record's key, as in StateStore.Put.
+	Key string
+	// Value is the record's bytes, as in StateStore.Put.
 	Value []byte
-	TTL   time.Duration
+	// TTL is how long the record lives; ≤ 0 removes Key.
+	TTL time.Duration
 }
 
 // StateBatchPutter is an optional interface of a StateStore that can store

@@ -79,6 +79,7 @@ var fragmentImports = map[string]string{
 	"clilogin": "github.com/keyloop/keyloop/clilogin", "cobralogin": "github.com/keyloop/keyloop/cobralogin",
 	"tokenstore": "github.com/keyloop/keyloop/tokenstore", "server": "github.com/keyloop/keyloop/server",
 	"clerk": "github.com/keyloop/keyloop/server/clerk", "cobra": "github.com/spf13/cobra",
+	"redisstate": "github.com/keyloop/keyloop/server/redisstate", "boltstate": "github.com/keyloop/keyloop/server/boltstate",
 	"context": "context", "errors": "errors", "fmt": "fmt", "http": "net/http", "json": "encoding/json",
 	"log": "log", "os": "os", "slog": "log/slog", "time": "time", "url": "net/url",
 }
@@ -93,6 +94,8 @@ var fragmentVars = []struct{ name, decl, pkg string }{
 	{"root", "root = &cobra.Command{}", "cobra"},
 	{"issuer", `issuer = "https://auth.example.com"`, ""},
 	{"config", "config server.Config", "server"},
+	{"authn", "authn server.Authenticator", "server"},
+	{"minter", "minter server.Minter", "server"},
 }
 
 // fragmentFile wraps a run of statements in a function of a file with the
