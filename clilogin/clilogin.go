@@ -106,12 +106,27 @@ type Config struct {
 	// cobralogin sets it to carry --server and --profile in the form the
 	// user gave them (flag or environment variable).
 	LoginCommand string
-	// Scopes are requested at login. Nil requests none. With "openid"
-	// among them (OpenID Connect), Login sends a nonce, requires an ID
-	// token in the answer and verifies it (see Login), and the login's
-	// identity comes from it. Providers that issue a refresh token only
-	// when asked need "offline_access" here (Auth0, Okta, Entra ID,
-	// Zitadel) or an AuthParams entry (Google: access_type=offline).
+	// Scopes are requested at login (the authorization request and the
+	// device flow). With "openid" among them (OpenID Connect), Login sends
+	// a nonce, requires an ID token in the answer and verifies it (see
+	// Login), and the login's identity comes from it. Providers that issue
+	// a refresh token only when asked need "offline_access" (Auth0, Okta,
+	// Entra ID, Keycloak, Zitadel) or an AuthParams entry (Google:
+	// access_type=offline).
+	//
+	// Nil means the default, decided from the server's metadata, so one
+	// Config works with a keyloop server and with an OpenID Provider:
+	//   - a keyloop server (its metadata has access_token_issuer), or
+	//     Endpoints set: no scope;
+	//   - an OpenID Provider (its metadata came from
+	//     /.well-known/openid-configuration or lists "openid" in
+	//     scopes_supported) with a jwks_uri: "openid", plus
+	//     "offline_access" when scopes_supported lists it, as kubelogin
+	//     and oauth2cli ask for "openid";
+	//   - any other server: no scope.
+	// Providers that refuse a request without a scope (Zitadel, Okta,
+	// Entra ID) are OpenID Providers, so the default satisfies them. An
+	// empty, non-nil slice requests no scope from any server.
 	Scopes []string
 	// Audience, when set, must be in a verified access token's "aud", and
 	// (with AccessTokenAuto) makes access tokens verified. Empty skips the

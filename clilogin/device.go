@@ -271,8 +271,8 @@ func (c *Client) deviceCtxErr(ctx context.Context, err error) error {
 func (c *Client) deviceAuthorize(ctx context.Context, md *metadata) (*deviceAuth, error) {
 	endpoint := md.DeviceAuthorizationEndpoint
 	form := url.Values{}
-	if len(c.cfg.Scopes) > 0 {
-		form.Set("scope", strings.Join(c.cfg.Scopes, " "))
+	if s := c.scopes(md); len(s) > 0 {
+		form.Set("scope", strings.Join(s, " "))
 	}
 	// The client authenticates as at the token endpoint (RFC 8628 §3.1).
 	authz := c.authenticate(form, c.authMethod(md))

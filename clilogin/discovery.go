@@ -44,6 +44,14 @@ type metadata struct {
 	AccessTokenJWKSURI  string `json:"access_token_jwks_uri"`
 	// RFC 8628: where the device flow starts; empty when not offered.
 	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
+	// ScopesSupported (RFC 8414, OpenID Connect Discovery) decides the
+	// default scopes (see Client.scopes).
+	ScopesSupported []string `json:"scopes_supported"`
+
+	// oidcDiscovery is set when the metadata was read from an OpenID
+	// Connect Discovery URL (/.well-known/openid-configuration): the server
+	// is an OpenID Provider.
+	oidcDiscovery bool
 
 	// source is where the metadata came from, for messages: the URL it was
 	// read from, or "Config.Endpoints".
@@ -74,6 +82,9 @@ type Endpoints struct {
 	// Empty means the provider offers no device flow.
 	DeviceAuthorization string
 }
+
+// endpointsSource is metadata.source for Config.Endpoints.
+const endpointsSource = "Config.Endpoints"
 
 // wellKnown are the well-known URI suffixes tried, RFC 8414's first.
 const (
@@ -127,7 +138,7 @@ func (c *Client) discover(ctx context.Context) (*metadata, error) {
 			Issuer: c.cfg.Issuer, AuthorizationEndpoint: e.Authorization, TokenEndpoint: e.Token,
 			RevocationEndpoint: e.Revocation, JWKSURI: e.JWKS, UserinfoEndpoint: e.Userinfo,
 			DeviceAuthorizationEndpoint: e.DeviceAuthorization,
-			source:                      "Config.Endpoints",
+			source:                      endpointsSource,
 		}
 		return md, nil // checked by New
 	}
@@ -192,6 +203,7 @@ func (c *Client) fetchMetadata(ctx context.Context, u string) (*metadata, error)
 		return nil, fmt.Errorf("GET %s: malformed metadata: %w", u, err)
 	}
 	md.source = u
+	md.oidcDiscovery = strings.Contains(u, wkOIDC)
 	return &md, nil
 }
 
@@ -244,7 +256,12 @@ func (c *Client) checkMetadata(md *metadata) error {
 // access_token_issuer, which keyloop servers always publish. Other
 // providers show no such code, and telling the user to compare one would
 // be false.
-func (md *metadata) showsConfirmCode() bool { return md.AccessTokenIssuer != "" }
+func (md *metadata) showsConfirmCode() bool { return md.keyloop() }
+
+// keyloop reports whether the server is a keyloop server: its metadata
+// carries the keyloop extension access_token_issuer, which keyloop servers
+// always publish.
+func (md *metadata) keyloop() bool { return md.AccessTokenIssuer != "" }
 
 // accessTokenJWKSURI is where the keys of access tokens are.
 func (md *metadata) accessTokenJWKSURI() string {

@@ -170,7 +170,7 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 		return nil, err
 	}
 	var nonce string
-	if c.wantsIDToken() {
+	if c.wantsIDToken(md) {
 		if nonce, err = randomState(); err != nil {
 			closeAll()
 			return nil, err
@@ -388,7 +388,7 @@ func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *met
 		a.expiry = now.Add(tok.ExpiresIn)
 	}
 	var cl *claims
-	if c.wantsIDToken() && tok.IDToken == "" {
+	if c.wantsIDToken(md) && tok.IDToken == "" {
 		err = fmt.Errorf("%w: the token endpoint %s sent no ID token although the \"openid\" scope was requested", ErrInvalidToken, md.TokenEndpoint)
 	} else {
 		cl, err = c.accept(ctx, rec, a, nonce)
@@ -455,7 +455,7 @@ func (c *Client) oauth2Config(md *metadata, redirectURI string) *oauth2.Config {
 			AuthURL: md.AuthorizationEndpoint, TokenURL: md.TokenEndpoint,
 		},
 		RedirectURL: redirectURI,
-		Scopes:      c.cfg.Scopes,
+		Scopes:      c.scopes(md),
 	}
 }
 

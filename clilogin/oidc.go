@@ -22,9 +22,31 @@ import (
 	"github.com/keyloop/keyloop/tokenstore"
 )
 
-// wantsIDToken reports whether the login is an OpenID Connect one: "openid"
-// is among the scopes.
-func (c *Client) wantsIDToken() bool { return slices.Contains(c.cfg.Scopes, "openid") }
+// wantsIDToken reports whether a login at the server md describes is an
+// OpenID Connect one: "openid" is among its scopes.
+func (c *Client) wantsIDToken(md *metadata) bool { return slices.Contains(c.scopes(md), "openid") }
+
+// scopes are the scopes a login at the server md describes requests:
+// Config.Scopes when not nil, else the default Config.Scopes documents —
+// nothing from a keyloop server or with Config.Endpoints; from another
+// server that is an OpenID Provider (found by OpenID Connect Discovery, or
+// "openid" in its scopes_supported) and publishes a jwks_uri to verify ID
+// tokens with, "openid", and "offline_access" too when its scopes_supported
+// lists it.
+func (c *Client) scopes(md *metadata) []string {
+	if c.cfg.Scopes != nil {
+		return c.cfg.Scopes
+	}
+	if md.keyloop() || md.source == endpointsSource || md.JWKSURI == "" ||
+		!md.oidcDiscovery && !slices.Contains(md.ScopesSupported, "openid") {
+		return nil
+	}
+	s := []string{"openid"}
+	if slices.Contains(md.ScopesSupported, "offline_access") {
+		s = append(s, "offline_access")
+	}
+	return s
+}
 
 // authOptions are the authorization request's parameters beyond
 // oauth2.Config's: PKCE S256, the OpenID Connect nonce when there is one,
@@ -70,7 +92,7 @@ func (c *Client) loginRecord(md *metadata) (*tokenstore.Record, error) {
 	} else {
 		rec.AccessTokenOpaque = true
 	}
-	if c.wantsIDToken() && md.JWKSURI == "" {
+	if c.wantsIDToken(md) && md.JWKSURI == "" {
 		return nil, fmt.Errorf("%w: the metadata at %s has no jwks_uri, so ID tokens (the \"openid\" scope) cannot be verified",
 			ErrDiscovery, md.source)
 	}
