@@ -153,7 +153,8 @@ type Config struct {
 	// client_secret_post; with Endpoints, client_secret_post. Ignored
 	// without a ClientSecret.
 	AuthStyle oauth2.AuthStyle
-	// AuthParams are extra parameters of the authorization request:
+	// AuthParams are extra parameters of the authorization request, and of
+	// the device authorization request of the device flow (RFC 8628 §3.1):
 	// "prompt" ("consent", "select_account"), "access_type"="offline"
 	// (Google's refresh tokens), "audience" (Auth0's API), "login_hint",
 	// "domain_hint". New refuses the parameters Login sets itself

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -270,7 +271,13 @@ func (c *Client) deviceCtxErr(ctx context.Context, err error) error {
 // deviceAuthorize sends the RFC 8628 §3.1 device authorization request.
 func (c *Client) deviceAuthorize(ctx context.Context, md *metadata) (*deviceAuth, error) {
 	endpoint := md.DeviceAuthorizationEndpoint
+	// Config.AuthParams go along ("audience" for Auth0's API): RFC 8628
+	// §3.1 allows extra parameters, and New keeps them off the ones set
+	// here.
 	form := url.Values{}
+	for k, vs := range c.cfg.AuthParams {
+		form[k] = slices.Clone(vs)
+	}
 	if s := c.scopes(md); len(s) > 0 {
 		form.Set("scope", strings.Join(s, " "))
 	}

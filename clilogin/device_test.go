@@ -441,3 +441,28 @@ func TestParseDeviceAuth(t *testing.T) {
 		})
 	}
 }
+
+// Config.AuthParams go to the device authorization request too (RFC 8628
+// §3.1 allows extra parameters): Auth0's device flow needs "audience" for
+// an access token to its API.
+func TestDeviceAuthParams(t *testing.T) {
+	h := newHarness(t)
+	d := newDeviceServer(h, "approve")
+	h.cfg.Scopes = []string{"profile", "offline_access"}
+	h.cfg.AuthParams = url.Values{"audience": {"https://api.example.com"}, "resource": {"urn:a", "urn:b"}}
+	r := h.runDevice(t.Context(), nil)
+	if r.err != nil {
+		t.Fatalf("Login: %v\n%s", r.err, h.out)
+	}
+	f := d.authForm
+	if f.Get("audience") != "https://api.example.com" || strings.Join(f["resource"], " ") != "urn:a urn:b" ||
+		f.Get("client_id") != testClientID || f.Get("scope") != "profile offline_access" || len(f) != 4 {
+		t.Errorf("device authorization request %v", f)
+	}
+	if f := d.pollForm; f.Has("audience") || f.Has("resource") {
+		t.Errorf("the device_code poll carries AuthParams: %v", f)
+	}
+	if h.cfg.AuthParams.Get("client_id") != "" || len(h.cfg.AuthParams) != 2 {
+		t.Errorf("Config.AuthParams changed: %v", h.cfg.AuthParams)
+	}
+}
