@@ -120,9 +120,10 @@ type Config struct {
 	//     Endpoints set: no scope;
 	//   - an OpenID Provider (its metadata came from
 	//     /.well-known/openid-configuration or lists "openid" in
-	//     scopes_supported) with a jwks_uri: "openid", plus
-	//     "offline_access" when scopes_supported lists it, as kubelogin
-	//     and oauth2cli ask for "openid";
+	//     scopes_supported) with a jwks_uri: "openid" (as kubelogin and
+	//     oauth2cli ask for it), plus each of "profile", "email" (so the
+	//     login names the user) and "offline_access" (so it refreshes)
+	//     that scopes_supported lists;
 	//   - any other server: no scope.
 	// Providers that refuse a request without a scope (Zitadel, Okta,
 	// Entra ID) are OpenID Providers, so the default satisfies them. An

@@ -31,8 +31,15 @@ func (c *Client) wantsIDToken(md *metadata) bool { return slices.Contains(c.scop
 // nothing from a keyloop server or with Config.Endpoints; from another
 // server that is an OpenID Provider (found by OpenID Connect Discovery, or
 // "openid" in its scopes_supported) and publishes a jwks_uri to verify ID
-// tokens with, "openid", and "offline_access" too when its scopes_supported
-// lists it.
+// tokens with, "openid" and those of optionalScopes its scopes_supported
+// lists.
+// optionalScopes are the standard scopes a default login also asks an
+// OpenID Provider for when it lists them: "profile" and "email" (OpenID
+// Connect Core §5.4), so status can name the user, and "offline_access"
+// (§11), so the login refreshes instead of ending with its first access
+// token.
+var optionalScopes = []string{"profile", "email", "offline_access"}
+
 func (c *Client) scopes(md *metadata) []string {
 	if c.cfg.Scopes != nil {
 		return c.cfg.Scopes
@@ -42,8 +49,10 @@ func (c *Client) scopes(md *metadata) []string {
 		return nil
 	}
 	s := []string{"openid"}
-	if slices.Contains(md.ScopesSupported, "offline_access") {
-		s = append(s, "offline_access")
+	for _, opt := range optionalScopes {
+		if slices.Contains(md.ScopesSupported, opt) {
+			s = append(s, opt)
+		}
 	}
 	return s
 }

@@ -8,8 +8,8 @@ import (
 
 // The scopes a nil Config.Scopes requests, decided from the metadata:
 // nothing from a keyloop server (or with Endpoints, or a plain OAuth
-// server), "openid" (and "offline_access" when listed) from an OpenID
-// Provider.
+// server), "openid" (and "profile", "email", "offline_access" when listed)
+// from an OpenID Provider.
 func TestDefaultScopes(t *testing.T) {
 	const jwks = "https://op.example/jwks"
 	for _, tc := range []struct {
@@ -24,10 +24,13 @@ func TestDefaultScopes(t *testing.T) {
 			oidcDiscovery: true, source: "https://kl.example" + wkOIDC}, nil, nil},
 		{"OIDC discovery, no scopes_supported", metadata{JWKSURI: jwks, oidcDiscovery: true, source: "https://op.example" + wkOIDC}, nil,
 			[]string{"openid"}},
-		{"OIDC discovery, offline_access listed", metadata{JWKSURI: jwks, oidcDiscovery: true,
-			ScopesSupported: []string{"openid", "profile", "email", "offline_access"}}, nil, []string{"openid", "offline_access"}},
-		{"RFC 8414 metadata listing openid", metadata{JWKSURI: jwks, ScopesSupported: []string{"openid", "read"}}, nil,
-			[]string{"openid"}},
+		{"OIDC discovery, optional scopes listed", metadata{JWKSURI: jwks, oidcDiscovery: true,
+			ScopesSupported: []string{"address", "offline_access", "email", "openid", "phone", "profile"}}, nil,
+			[]string{"openid", "profile", "email", "offline_access"}},
+		{"OIDC discovery, offline_access not listed (Google)", metadata{JWKSURI: jwks, oidcDiscovery: true,
+			ScopesSupported: []string{"openid", "email", "profile"}}, nil, []string{"openid", "profile", "email"}},
+		{"RFC 8414 metadata listing openid", metadata{JWKSURI: jwks, ScopesSupported: []string{"openid", "read", "offline_access"}}, nil,
+			[]string{"openid", "offline_access"}},
 		{"RFC 8414 metadata without openid", metadata{JWKSURI: jwks, ScopesSupported: []string{"read", "offline_access"}}, nil, nil},
 		{"RFC 8414 metadata without scopes_supported", metadata{JWKSURI: jwks}, nil, nil},
 		{"OpenID Provider without jwks_uri", metadata{oidcDiscovery: true, ScopesSupported: []string{"openid"}}, nil, nil},
@@ -51,8 +54,8 @@ func TestDefaultScopes(t *testing.T) {
 
 // A Config without Scopes (examples/mytool's) logs in unchanged to a
 // keyloop server (no scope requested) and to an OpenID Provider (which
-// refuses a request without one): "openid" and "offline_access" are
-// requested, the ID token is verified and names the user, and the login
+// refuses a request without one): "openid", "profile", "email" and
+// "offline_access" are requested, the ID token is verified and names the user, and the login
 // refreshes.
 func TestDefaultScopesLogin(t *testing.T) {
 	t.Run("keyloop server", func(t *testing.T) {
@@ -77,7 +80,7 @@ func TestDefaultScopesLogin(t *testing.T) {
 		}
 		sess := h.loginOK()
 		q := h.as.LastAuthQuery.Load()
-		if q.Get("scope") != "openid offline_access" || q.Get("nonce") == "" {
+		if q.Get("scope") != "openid profile email offline_access" || q.Get("nonce") == "" {
 			t.Errorf("authorization request: scope %q, nonce %q", q.Get("scope"), q.Get("nonce"))
 		}
 		rec := h.stored()
