@@ -247,10 +247,13 @@ func (c *Client) keepOld(rec *tokenstore.Record, now time.Time, err error) (*oau
 // refreshFailed is Token's error when the token expired and could not be
 // renewed for a reason that does not end the login.
 func (c *Client) refreshFailed(cause error) error {
+	then := " Your login is kept; try again once that is fixed."
+	if strings.Contains(Message(cause), "try again") {
+		then = " Your login is kept."
+	}
 	return &userError{
-		msg: "clilogin: the stored token expired and could not be refreshed: " + stripPrefixes(cause.Error()),
-		user: "The stored token expired and could not be refreshed. " + Message(cause) +
-			" Your login is kept; try again once that is fixed.",
+		msg:  "clilogin: the stored token expired and could not be refreshed: " + stripPrefixes(cause.Error()),
+		user: "The stored token expired and could not be refreshed. " + Message(cause) + then,
 		errs: []error{ErrRefreshFailed, cause},
 	}
 }

@@ -87,3 +87,29 @@ func TestInvalidTokenResponseMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshFailedSaysItOnce: the message for an expired token whose
+// refresh got no answer says what happened, where, and what to do, once.
+func TestRefreshFailedSaysItOnce(t *testing.T) {
+	for _, down := range []string{"refused", "no answer"} {
+		t.Run(down, func(t *testing.T) {
+			h := newHarness(t)
+			h.cfg.HTTPClient = &http.Client{Timeout: time.Second}
+			h.login()
+			if down == "refused" {
+				h.as.Close()
+			} else {
+				hang := make(chan struct{})
+				t.Cleanup(func() { close(hang) }) // before the server's Close, which waits for handlers
+				h.as.srv.Config.Handler = http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-hang })
+			}
+			h.clock.Add(2 * time.Hour)
+			_, err := h.client().Token(t.Context())
+			msg := Message(err)
+			if !errors.Is(err, ErrServerUnreachable) || !strings.Contains(msg, h.as.Issuer+"/token") ||
+				!strings.Contains(msg, "Your login is kept") || strings.Count(msg, "try again") > 1 {
+				t.Errorf("message %q (%v)", msg, err)
+			}
+		})
+	}
+}
