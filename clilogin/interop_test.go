@@ -1,21 +1,17 @@
 package clilogin_test
 
 // The client against an independent OpenID Provider: zitadel/oidc's op
-// package with its example storage (github.com/zitadel/oidc/v3, a test-only
-// dependency), started on loopback, signed in to through headless
-// Chromium. Nothing of keyloop's server is involved: the provider publishes
-// only OpenID Connect discovery, signs ID tokens with RS256, and issues
-// opaque or JWT access tokens as its client registration says.
+// package with its example storage (internal/oidcprovider), started on
+// loopback, signed in to through headless Chromium. Nothing of keyloop's
+// server is involved: the provider publishes only OpenID Connect
+// discovery, signs ID tokens with RS256, and issues opaque or JWT access
+// tokens as its client registration says.
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
-	"html/template"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,98 +19,18 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/zitadel/oidc/v3/example/server/storage"
-	"github.com/zitadel/oidc/v3/pkg/op"
-	"golang.org/x/text/language"
 
 	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/internal/oidcprovider"
 	"github.com/keyloop/keyloop/internal/testenv"
 	"github.com/keyloop/keyloop/tokenstore"
 )
-
-// zitadelOP is a zitadel/oidc OpenID Provider on a loopback port.
-type zitadelOP struct {
-	issuer   string
-	user     string // the example storage's user "id1": its username, password "verysecure"
-	password string
-}
-
-// jwtStorage is the example storage, except that the clients named in jwt
-// get JWT access tokens (op.AccessTokenTypeJWT) instead of opaque ones.
-type jwtStorage struct {
-	*storage.Storage
-	jwt map[string]bool
-}
-
-func (s jwtStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
-	c, err := s.Storage.GetClientByClientID(ctx, id)
-	if err == nil && s.jwt[id] {
-		return jwtClient{c}, nil
-	}
-	return c, err
-}
-
-type jwtClient struct{ op.Client }
-
-func (jwtClient) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeJWT }
-
-// loginPage is the provider's own sign-in page (the example server's
-// username/password form, reduced).
-var loginPage = template.Must(template.New("login").Parse(`<!doctype html><html lang="en"><title>Sign in</title>
-<form method="POST" action="/login/username"><input type="hidden" name="id" value="{{.ID}}">
-<label>Username <input id="username" name="username"></label>
-<label>Password <input id="password" name="password" type="password"></label>
-<p>{{.Error}}</p><button type="submit">Sign in</button></form>`))
-
-// startZitadel starts the provider with the clients given (the example
-// storage's client constructors); the IDs in jwt get JWT access tokens.
-// With slash, the provider publishes its issuer with a terminating "/", as
-// Auth0 does.
-func startZitadel(t *testing.T, slash bool, clients map[string]*storage.Client, jwt ...string) *zitadelOP {
-	t.Helper()
-	srv := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + srv.Listener.Addr().String()
-	if slash {
-		issuer += "/"
-	}
-	store := jwtStorage{Storage: storage.NewStorageWithClients(storage.NewUserStore(issuer), clients), jwt: map[string]bool{}}
-	for _, id := range jwt {
-		store.jwt[id] = true
-	}
-	var key [32]byte
-	_, _ = rand.Read(key[:])
-	provider, err := op.NewProvider(&op.Config{
-		CryptoKey: key, CodeMethodS256: true, AuthMethodPost: true, GrantTypeRefreshToken: true,
-		SupportedUILocales: []language.Tag{language.English},
-	}, store, op.StaticIssuer(issuer), op.WithAllowInsecure())
-	if err != nil {
-		t.Fatal(err)
-	}
-	callback := op.AuthCallbackURL(provider)
-	mux := http.NewServeMux()
-	mux.Handle("/", provider)
-	mux.HandleFunc("GET /login/username", func(w http.ResponseWriter, r *http.Request) {
-		_ = loginPage.Execute(w, map[string]string{"ID": r.FormValue("authRequestID")})
-	})
-	mux.Handle("POST /login/username", op.NewIssuerInterceptor(provider.IssuerFromRequest).HandlerFunc(
-		func(w http.ResponseWriter, r *http.Request) {
-			id := r.FormValue("id")
-			if err := store.CheckUsernamePassword(r.FormValue("username"), r.FormValue("password"), id); err != nil {
-				_ = loginPage.Execute(w, map[string]string{"ID": id, "Error": err.Error()})
-				return
-			}
-			http.Redirect(w, r, callback(r.Context(), id), http.StatusFound)
-		}))
-	srv.Config.Handler = mux
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return &zitadelOP{issuer: issuer, user: "test-user@127.0.0.1", password: "verysecure"}
-}
 
 // signIn returns an OpenBrowser that signs in at the provider's page in a
 // Chromium tab; the tab then follows the redirects to the CLI's loopback
 // listener and shows its outcome page. wait returns once the tab is done.
 // Failures are reported through t.
-func (z *zitadelOP) signIn(t *testing.T, bctx context.Context) (open func(context.Context, string) error, wait func()) {
+func signIn(t *testing.T, bctx context.Context, z *oidcprovider.Provider) (open func(context.Context, string) error, wait func()) {
 	done := make(chan struct{})
 	var started atomic.Bool
 	open = func(_ context.Context, authURL string) error {
@@ -127,18 +43,8 @@ func (z *zitadelOP) signIn(t *testing.T, bctx context.Context) (open func(contex
 			defer closeTab()
 			step, cancel := context.WithTimeout(tab, 60*time.Second)
 			defer cancel()
-			err := chromedp.Do(step, chromedp.Navigate(authURL),
-				chromedp.WaitVisible(chromedp.CSS(`#username`)),
-				chromedp.SendKeys(chromedp.CSS(`#username`), z.user),
-				chromedp.SendKeys(chromedp.CSS(`#password`), z.password),
-				chromedp.Click(`//button[normalize-space()="Sign in"]`),
-				chromedp.WaitVisible(chromedp.CSS(`h1`))) // the CLI's outcome page
-			if err != nil {
-				look, cancel := context.WithTimeout(tab, 5*time.Second)
-				defer cancel()
-				loc, _ := chromedp.Run(look, chromedp.Location())
-				page, _ := chromedp.Run(look, chromedp.Text(chromedp.CSS(`body`)))
-				t.Errorf("sign-in at %s in Chromium: %v; at %s, page:\n%s", z.issuer, err, loc, page)
+			if err := z.SignIn(step, authURL); err != nil {
+				t.Error(err)
 			}
 		}()
 		return nil
@@ -199,16 +105,16 @@ func TestInteropZitadel(t *testing.T) {
 			if tc.jwt {
 				jwt = []string{sc.GetID()}
 			}
-			z := startZitadel(t, tc.slash, map[string]*storage.Client{sc.GetID(): sc}, jwt...)
+			z := oidcprovider.Start(t, oidcprovider.Config{Clients: []*storage.Client{sc}, JWT: jwt, Slash: tc.slash})
 			clock := &offsetClock{}
 			out := &testenv.SyncBuffer{}
 			store := tokenstore.NewMemory()
 			// The issuer as a person types it: without the "/".
-			cfg.Issuer, cfg.ClientID, cfg.AppName = strings.TrimSuffix(z.issuer, "/"), sc.GetID(), "mytool"
+			cfg.Issuer, cfg.ClientID, cfg.AppName = strings.TrimSuffix(z.Issuer, "/"), sc.GetID(), "mytool"
 			cfg.Scopes = []string{"openid", "profile", "email", "offline_access"}
 			cfg.Store, cfg.Stdout, cfg.Now = store, out, clock.Now
 			var browserDone func()
-			cfg.OpenBrowser, browserDone = z.signIn(t, bctx)
+			cfg.OpenBrowser, browserDone = signIn(t, bctx, z)
 			defer browserDone() // also when the test fails early
 			c, err := clilogin.New(cfg)
 			if err != nil {
@@ -222,7 +128,7 @@ func TestInteropZitadel(t *testing.T) {
 			}
 			// The ID token names the user; its e-mail comes from userinfo
 			// (this provider keeps it out of the ID token).
-			if sess.Subject != "id1" || sess.Account != "test-user@zitadel.ch" || sess.Issuer != z.issuer || !sess.CanRefresh {
+			if sess.Subject != z.Subject || sess.Account != z.Email || sess.Issuer != z.Issuer || !sess.CanRefresh {
 				t.Errorf("session = %+v", sess)
 			}
 			// The token endpoint's expires_in (5 minutes), or the JWT's exp.
@@ -238,7 +144,7 @@ func TestInteropZitadel(t *testing.T) {
 			if want := map[bool]string{false: "", true: "client_secret_basic"}[cfg.ClientSecret != ""]; rec.TokenAuth != want {
 				t.Errorf("client authentication %q, want %q", rec.TokenAuth, want)
 			}
-			z.checkUserinfo(t, rec.AccessToken.Reveal(), http.StatusOK)
+			checkUserinfo(t, z, rec.AccessToken.Reveal(), http.StatusOK)
 
 			// Four minutes on, in the last quarter of the token's life:
 			// Token refreshes it, and the provider's answer (new access,
@@ -250,19 +156,19 @@ func TestInteropZitadel(t *testing.T) {
 			}
 			after := load(t, store, key)
 			if tok.AccessToken == rec.AccessToken.Reveal() || after.RefreshToken == rec.RefreshToken ||
-				after.IDToken == rec.IDToken || after.Subject != "id1" || after.Pending != nil {
+				after.IDToken == rec.IDToken || after.Subject != z.Subject || after.Pending != nil {
 				t.Errorf("after the refresh: new access token %t, new refresh token %t, new ID token %t, subject %q, pending %v",
 					tok.AccessToken != rec.AccessToken.Reveal(), after.RefreshToken != rec.RefreshToken,
 					after.IDToken != rec.IDToken, after.Subject, after.Pending)
 			}
-			z.checkUserinfo(t, tok.AccessToken, http.StatusOK)
+			checkUserinfo(t, z, tok.AccessToken, http.StatusOK)
 
 			// Logout revokes the refresh token at the provider, which
 			// also ends its access token (zitadel answers 403 for it).
 			if err := c.Logout(ctx); err != nil {
 				t.Fatalf("Logout: %v", err)
 			}
-			z.checkUserinfo(t, tok.AccessToken, http.StatusForbidden)
+			checkUserinfo(t, z, tok.AccessToken, http.StatusForbidden)
 			if _, err := c.Status(ctx); !errors.Is(err, clilogin.ErrNotLoggedIn) {
 				t.Errorf("Status after logout: %v", err)
 			}
@@ -291,18 +197,13 @@ func load(t *testing.T, st tokenstore.Store, key string) *tokenstore.Record {
 
 // checkUserinfo asks the provider's userinfo endpoint about an access token
 // and checks the HTTP status.
-func (z *zitadelOP) checkUserinfo(t *testing.T, accessToken string, want int) {
+func checkUserinfo(t *testing.T, z *oidcprovider.Provider, accessToken string, want int) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, z.issuer+"/userinfo", nil)
-	req.Header.Set("Authorization", "Bearer "+accessToken)
-	resp, err := http.DefaultClient.Do(req)
+	status, body, err := z.Userinfo(t.Context(), accessToken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != want || want == http.StatusOK && body["sub"] != "id1" {
-		t.Errorf("userinfo answered %d %v, want %d", resp.StatusCode, body, want)
+	if status != want || want == http.StatusOK && body["sub"] != z.Subject {
+		t.Errorf("userinfo answered %d %v, want %d", status, body, want)
 	}
 }
