@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"html/template"
 	"net/http"
+	"sync"
 
 	"github.com/keyloop/keyloop/internal/pagestyle"
 )
@@ -47,7 +48,9 @@ func DefaultPages() *template.Template {
 	return template.Must(template.New("page").Parse(defaultPagesText))
 }
 
-var defaultPages = DefaultPages()
+// defaultPages is parsed at first use, not at program start: a CLI run
+// that serves no page (most of them: `mytool token`) never pays for it.
+var defaultPages = sync.OnceValue(DefaultPages)
 
 const defaultPagesText = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -77,7 +80,7 @@ func writePage(w http.ResponseWriter, pages *template.Template, status int, p Pa
 	var buf bytes.Buffer
 	if pages == nil || pages.ExecuteTemplate(&buf, name, p) != nil {
 		buf.Reset()
-		_ = defaultPages.ExecuteTemplate(&buf, name, p)
+		_ = defaultPages().ExecuteTemplate(&buf, name, p)
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
