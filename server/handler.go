@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -61,6 +62,8 @@ type Handler struct {
 	jwks     KeySetPublisher // the Minter's keys; nil when served elsewhere
 	idSigner idTokenSigner
 	log      *slog.Logger
+
+	jwksCache atomic.Pointer[jwksDoc] // the last JWKS document served
 }
 
 // CheckAccessTokener is implemented by minters that want to refuse some

@@ -11,8 +11,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -430,6 +433,24 @@ func TestKeyRotationWhileClientsHoldTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// served is the set of the Minter's key IDs the handler's JWKS
+	// endpoint serves (it also serves an ID-token key of its own).
+	served := func() string {
+		t.Helper()
+		resp, err := http.Get(e.issuer + server.JWKSPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", server.JWKSPath, resp.StatusCode, err)
+		}
+		return strings.Join(slices.DeleteFunc(jwksKIDs(t, b), func(kid string) bool { return !strings.HasPrefix(kid, "2026-") }), ",")
+	}
+	if got := served(); got != "2026-01" {
+		t.Fatalf("JWKS served before the rotation: %s", got)
+	}
 
 	// 1. Add the new key: published, not signing.
 	writePEM(t, dir, "2026-06.pem", mustKey(t))
@@ -438,6 +459,9 @@ func TestKeyRotationWhileClientsHoldTokens(t *testing.T) {
 	b, _ := e.minter.JWKS()
 	if got := strings.Join(jwksKIDs(t, b), ","); got != "2026-01,2026-06" {
 		t.Fatalf("JWKS after adding: %s", got)
+	}
+	if got := served(); got != "2026-01,2026-06" {
+		t.Fatalf("JWKS served after adding: %s", got)
 	}
 	if kid := kidOf(t, refresh()); kid != "2026-01" {
 		t.Fatalf("signed with %s before the switch", kid)
@@ -463,6 +487,9 @@ func TestKeyRotationWhileClientsHoldTokens(t *testing.T) {
 	// the new ones still pass.
 	os.Remove(filepath.Join(dir, "2026-01.pem"))
 	reload()
+	if got := served(); got != "2026-06" {
+		t.Fatalf("JWKS served after retiring the old key: %s", got)
+	}
 	if st, _ := e.apiMe(oldTok); st != 401 {
 		t.Fatalf("token of the retired key: %d", st)
 	}

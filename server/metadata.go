@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 )
@@ -78,29 +79,41 @@ func (h *Handler) metadataDoc(ki KeyInfo) ([]byte, error) {
 
 // jwksDoc returns the JWKS served at JWKSPath: the Minter's keys when it
 // publishes them here (KeySetPublisher) and the ID-token keys, each kid
-// once.
+// once. The document is built again only when one of the two key sets
+// changed (a KeySet reload, a Minter with new keys): each is compared with
+// the one the last document was built from.
 func (h *Handler) jwksDoc() ([]byte, error) {
-	var set struct {
-		Keys []map[string]any `json:"keys"`
-	}
+	var minter []byte
 	if h.jwks != nil {
 		b, err := h.jwks.JWKS()
 		if err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal(b, &set); err != nil {
+		minter = b
+	}
+	id, err := h.idSigner.publicJWKS()
+	if err != nil {
+		return nil, err
+	}
+	if c := h.jwksCache.Load(); c != nil && bytes.Equal(c.minter, minter) && bytes.Equal(c.id, id) {
+		return c.doc, nil
+	}
+	var set, idSet struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if minter != nil {
+		if err := json.Unmarshal(minter, &set); err != nil {
 			return nil, fmt.Errorf("the Minter's JWKS: %w", err)
 		}
 	}
-	idKeys, err := h.idSigner.publicJWKs()
-	if err != nil {
-		return nil, err
+	if err := json.Unmarshal(id, &idSet); err != nil {
+		return nil, fmt.Errorf("the ID-token JWKS: %w", err)
 	}
 	seen := map[any]bool{}
 	for _, k := range set.Keys {
 		seen[k["kid"]] = true
 	}
-	for _, k := range idKeys {
+	for _, k := range idSet.Keys {
 		if !seen[k["kid"]] {
 			set.Keys = append(set.Keys, k)
 		}
@@ -108,5 +121,14 @@ func (h *Handler) jwksDoc() ([]byte, error) {
 	if set.Keys == nil {
 		set.Keys = []map[string]any{}
 	}
-	return json.Marshal(set)
+	doc, err := json.Marshal(set)
+	if err != nil {
+		return nil, err
+	}
+	h.jwksCache.Store(&jwksDoc{minter: minter, id: id, doc: doc})
+	return doc, nil
 }
+
+// jwksDoc is a JWKS document served at JWKSPath and the key sets it was
+// built from. It is never modified once stored.
+type jwksDoc struct{ minter, id, doc []byte }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -83,9 +82,10 @@ type idTokenSigner interface {
 	sign(claims map[string]any) (string, error)
 	// algorithm is the JWS "alg" of the ID tokens sign makes.
 	algorithm() string
-	// publicJWKs returns the public keys relying parties verify ID tokens
-	// with, as JWK objects with "kid", "alg" and "use".
-	publicJWKs() ([]map[string]any, error)
+	// publicJWKS returns the JWKS document (RFC 7517) of the public keys
+	// relying parties verify ID tokens with: JWK objects with "kid", "alg"
+	// and "use". Equal documents stand for equal keys.
+	publicJWKS() ([]byte, error)
 }
 
 // keySetSigner signs with the active key of one algorithm of a KeySet, so
@@ -119,19 +119,7 @@ func (s *keySetSigner) sign(claims map[string]any) (string, error) {
 	return k.Sign(jwt.MapClaims(claims))
 }
 
-func (s *keySetSigner) publicJWKs() ([]map[string]any, error) {
-	b, err := s.ks.JWKS()
-	if err != nil {
-		return nil, err
-	}
-	var set struct {
-		Keys []map[string]any `json:"keys"`
-	}
-	if err := json.Unmarshal(b, &set); err != nil {
-		return nil, err
-	}
-	return set.Keys, nil
-}
+func (s *keySetSigner) publicJWKS() ([]byte, error) { return s.ks.JWKS() }
 
 // lazyRSASigner generates an RSA-2048 key on first use (no ID-token key
 // configured and a Minter whose keys cannot sign RS256), so handlers that
@@ -161,12 +149,12 @@ func (l *lazyRSASigner) get() (*keySetSigner, error) {
 
 func (l *lazyRSASigner) algorithm() string { return "RS256" }
 
-func (l *lazyRSASigner) publicJWKs() ([]map[string]any, error) {
+func (l *lazyRSASigner) publicJWKS() ([]byte, error) {
 	s, err := l.get()
 	if err != nil {
 		return nil, err
 	}
-	return s.publicJWKs()
+	return s.publicJWKS()
 }
 
 func (l *lazyRSASigner) sign(claims map[string]any) (string, error) {
