@@ -193,8 +193,9 @@ func (c *Client) devicePoll(ctx context.Context, st tokenstore.Store, md *metada
 	}
 }
 
-// discard revokes the tokens of an answer that arrived after the login was
-// canceled, best effort, within the revocation bound of Logout.
+// discard revokes the tokens of a token response the login does not keep
+// (it was canceled, the tokens failed verification, the store refused
+// them), best effort, within the revocation bound of Logout.
 func (c *Client) discard(ctx context.Context, md *metadata, tok *tokenResponse) {
 	rec := &tokenstore.Record{
 		AccessToken: tokenstore.Secret(tok.AccessToken), RefreshToken: tokenstore.Secret(tok.RefreshToken),

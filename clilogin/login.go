@@ -376,8 +376,14 @@ func (c *Client) finish(ctx context.Context, st tokenstore.Store, md *metadata, 
 // accept; nonce is the one the authorization request sent, "" when none
 // was) and stores it as the login. A login it replaces (same profile,
 // server and client) is revoked at the server afterwards, best effort and
-// bounded like Logout's.
-func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *metadata, tok *tokenResponse, nonce string) (*Session, error) {
+// bounded like Logout's. When the login cannot be completed, the tokens of
+// the response are revoked the same way.
+func (c *Client) completeLogin(ctx context.Context, st tokenstore.Store, md *metadata, tok *tokenResponse, nonce string) (sess *Session, err error) {
+	defer func() {
+		if err != nil { // the server issued a grant the user does not get
+			c.discard(ctx, md, tok)
+		}
+	}()
 	rec, err := c.loginRecord(md)
 	if err != nil {
 		return nil, err

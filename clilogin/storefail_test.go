@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/keyloop/keyloop/tokenstore"
 )
 
@@ -120,5 +122,36 @@ func TestLockUnavailable(t *testing.T) {
 	}
 	if err := h.client().Logout(t.Context()); err != nil || h.hasLogin() || len(h.as.Revoked()) == 0 {
 		t.Errorf("Logout = %v (stored %v, revoked %v); want a logout without the lock", err, h.hasLogin(), h.as.Revoked())
+	}
+}
+
+// TestFailedLoginRevokesItsGrant: when the server issued tokens but the
+// login cannot be completed (the store takes no writes, the token cannot
+// be verified), the tokens are revoked: no grant the user never got stays
+// alive at the server for the refresh token's lifetime.
+func TestFailedLoginRevokesItsGrant(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(h *harness)
+		is    error
+	}{
+		{"store takes no writes", func(h *harness) {
+			ro := &readOnlyStore{Store: h.store}
+			ro.ReadOnly.Store(true)
+			h.cfg.Store = ro
+		}, ErrStorage},
+		{"token not verifiable", func(h *harness) { h.as.Mint = func(c jwt.MapClaims) { c["iss"] = "https://someone-else.example" } }, ErrInvalidToken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			tc.setup(h)
+			r := h.runLogin(t.Context(), func(ctx context.Context, r *loginResult) { browse(ctx, r.authURL) })
+			if !errors.Is(r.err, tc.is) {
+				t.Fatalf("Login: %v; want %v", r.err, tc.is)
+			}
+			if rev := h.as.Revoked(); len(rev) == 0 || rev[0] != "refresh_token" {
+				t.Errorf("revoked %v; want the refresh token of the failed login", rev)
+			}
+		})
 	}
 }
