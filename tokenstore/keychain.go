@@ -140,6 +140,9 @@ func (goKeyring) Get(s, u string) (string, error) {
 	if err := sessionBus(); err != nil {
 		return "", err
 	}
+	if v, ok := fastGet(s, u); ok {
+		return v, nil
+	}
 	return keyring.Get(s, u)
 }
 

@@ -13,6 +13,9 @@ func dbusVanished(error) bool { return false }
 // dbusAbsent is for Linux's Secret Service only.
 func dbusAbsent(error) bool { return false }
 
+// fastGet is for Linux's Secret Service only: go-keyring reads.
+func fastGet(string, string) (string, bool) { return "", false }
+
 // sessionBus is for Linux's Secret Service only.
 func sessionBus() error { return nil }
 
