@@ -237,7 +237,8 @@ func (c *Client) keepOld(rec *tokenstore.Record, now time.Time, err error) (*oau
 	if valid(rec, now) {
 		c.setCached(rec)
 		if c.cfg.OnRefreshError != nil {
-			c.cfg.OnRefreshError(fmt.Errorf("%w: %w", ErrRefreshFailed, err))
+			c.cfg.OnRefreshError(&userError{msg: "clilogin: refresh failed: " + stripPrefixes(err.Error()),
+				user: Message(err), errs: []error{ErrRefreshFailed, err}})
 		}
 		return oauthToken(rec), nil
 	}
@@ -404,7 +405,9 @@ func (c *Client) promote(ctx context.Context, st tokenstore.Store, rec *tokensto
 		}
 		c.mu.Unlock()
 		if c.cfg.OnRefreshError != nil {
-			c.cfg.OnRefreshError(fmt.Errorf("%w, so the next run may need `%s`: %w", ErrNotSaved, c.loginCommand(), err))
+			next := fmt.Sprintf("the refreshed token could not be stored, so the next run may need `%s`", c.loginCommand())
+			c.cfg.OnRefreshError(&userError{msg: "clilogin: " + next + ": " + stripPrefixes(err.Error()),
+				user: sentence(upperFirst(next)) + " " + Message(err), errs: []error{ErrNotSaved, err}})
 		}
 	}
 	return &fresh, nil

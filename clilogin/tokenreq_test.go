@@ -113,3 +113,39 @@ func TestRefreshFailedSaysItOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshReportsOnePrefix: what OnRefreshError gets reads as one error
+// for developers ("clilogin: refresh failed: the token endpoint …"), not a
+// chain repeating the package prefix, and as one sentence for people.
+func TestRefreshReportsOnePrefix(t *testing.T) {
+	h := newHarness(t)
+	var hooked []error
+	h.cfg.OnRefreshError = func(err error) { hooked = append(hooked, err) }
+	h.login()
+	h.as.Close()
+	h.clock.Add(50 * time.Minute)
+	if _, err := h.client().Token(t.Context()); err != nil || len(hooked) != 1 {
+		t.Fatalf("Token: %v, hooked %v", err, hooked)
+	}
+	err := hooked[0]
+	if !errors.Is(err, ErrRefreshFailed) || !errors.Is(err, ErrServerUnreachable) || strings.Count(err.Error(), "clilogin:") != 1 ||
+		!strings.HasPrefix(Message(err), "Cannot reach the token endpoint") {
+		t.Errorf("reported %q / %q", err.Error(), Message(err))
+	}
+
+	// A refresh whose answer could not be stored.
+	h = newHarness(t)
+	hooked = nil
+	h.cfg.OnRefreshError = func(err error) { hooked = append(hooked, err) }
+	h.login()
+	h.cfg.Store = &failingSaves{Store: h.cfg.Store}
+	h.clock.Add(50 * time.Minute)
+	if _, err := h.client().Token(t.Context()); err != nil || len(hooked) != 1 {
+		t.Fatalf("Token: %v, hooked %v", err, hooked)
+	}
+	err = hooked[0]
+	if !errors.Is(err, ErrNotSaved) || !errors.Is(err, ErrStorage) || strings.Count(err.Error(), "clilogin:") != 1 ||
+		!strings.Contains(Message(err), "the next run may need `mytool login`") {
+		t.Errorf("reported %q / %q", err.Error(), Message(err))
+	}
+}

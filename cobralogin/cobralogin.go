@@ -168,8 +168,8 @@ func (c *Commands) Client(cmd *cobra.Command) (*clilogin.Client, error) {
 		// script's stdout (the token) stays clean.
 		cfg.OnRefreshError = func(err error) {
 			if errors.Is(err, clilogin.ErrNotSaved) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "Warning: the refreshed token could not be stored; the next run may need `%s`. %s\n",
-					c.LoginHint(), clilogin.Message(err))
+				// The message says the next run may need a new login.
+				fmt.Fprintf(cmd.ErrOrStderr(), "Warning: %s\n", clilogin.Message(err))
 				return
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: could not refresh the token; using the current one until it expires. %s\n",
