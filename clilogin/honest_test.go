@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +146,36 @@ func TestTokenEndpointNotAnswering(t *testing.T) {
 	}
 	if msg := Message(err); !strings.Contains(msg, "The token endpoint "+rec.TokenEndpoint+" did not answer within 300ms") {
 		t.Errorf("message = %q", msg)
+	}
+}
+
+// TestLoginWithoutPasteInput: over SSH with no terminal input (stdin is
+// /dev/null) nothing can be pasted, so the instructions do not ask the user
+// to copy the address the browser ends on; they say that only a browser on
+// this machine can finish the login.
+func TestLoginWithoutPasteInput(t *testing.T) {
+	for k, v := range map[string]string{"SSH_CONNECTION": "10.0.0.1 5000 10.0.0.2 22", "DISPLAY": "", "WAYLAND_DISPLAY": "", "BROWSER": ""} {
+		t.Setenv(k, v)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin := os.Stdin
+	os.Stdin = null
+	t.Cleanup(func() { os.Stdin = stdin; null.Close() })
+
+	h := newHarness(t)
+	r := h.runLogin(t.Context(), func(ctx context.Context, r *loginResult) { browse(ctx, r.authURL) })
+	if r.err != nil {
+		t.Fatalf("Login: %v\n%s", r.err, h.out.String())
+	}
+	out := h.out.String()
+	if strings.Contains(out, "copy its full address") || strings.Contains(out, "Paste the URL") ||
+		!strings.Contains(out, "which only a browser on this machine can reach:\nthis terminal has no input to paste that address into.") {
+		t.Errorf("instructions with nothing to paste into:\n%s", out)
+	}
+	if strings.Contains(out, "--device") {
+		t.Errorf("--device suggested although the server has no device_authorization_endpoint:\n%s", out)
 	}
 }

@@ -234,8 +234,28 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	var pasted <-chan string
 	echoes := false
 	const pastePrompt = "Paste the URL your browser ended on: "
-	pasteHow := fmt.Sprintf("After you sign in, the browser goes to %s?…;\n"+
-		"if that page does not load (the browser is on another machine), copy its full address.\n", redirectURI)
+	// pasteHow says where the browser goes after the sign-in and, when a
+	// pasted address can be read, to copy it; with nothing to read it from,
+	// only a browser on this machine can finish the login.
+	pasteHow := func() string {
+		if pasted != nil {
+			return fmt.Sprintf("After you sign in, the browser goes to %s?…;\n"+
+				"if that page does not load (the browser is on another machine), copy its full address.\n", redirectURI)
+		}
+		msg := fmt.Sprintf("After you sign in, the browser goes to %s?…, which only a browser on this machine can reach:\n"+
+			"this terminal has no input to paste that address into", redirectURI)
+		if md.DeviceAuthorizationEndpoint != "" {
+			msg += fmt.Sprintf(". From another machine, run `%s --device` instead", c.loginCommand())
+		}
+		return msg + ".\n"
+	}
+	// anyMachine is where the URL may be opened.
+	anyMachine := func() string {
+		if pasted != nil {
+			return "on any machine"
+		}
+		return "in a browser on this machine"
+	}
 	// startPaste starts reading pasted URLs; false when there is nothing
 	// to read them from.
 	startPaste := func() bool {
@@ -247,11 +267,11 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 	}
 	switch {
 	case paste:
-		scr.printf("Open it on any machine. %s", pasteHow)
 		startPaste()
+		scr.printf("Open it %s. %s", anyMachine(), pasteHow())
 	case headless:
-		scr.printf("Opening your browser… If it opens on another machine or not at all, open the URL yourself. %s", pasteHow)
 		startPaste()
+		scr.printf("Opening your browser… If it opens on another machine or not at all, open the URL yourself. %s", pasteHow())
 	default:
 		scr.printf("Opening your browser…\n")
 	}
@@ -284,8 +304,9 @@ func (c *Client) Login(ctx context.Context) (*Session, error) {
 				continue
 			}
 			scr.close()
-			scr.printf("Could not open a browser (%v). Open the URL above on any machine. %s", err, pasteHow)
-			if startPaste() {
+			canPaste := startPaste()
+			scr.printf("Could not open a browser (%v). Open the URL above %s. %s", err, anyMachine(), pasteHow())
+			if canPaste {
 				scr.prompt("\n" + pastePrompt)
 			} else {
 				scr.spin("Waiting for you to sign in in the browser…")
