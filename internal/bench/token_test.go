@@ -296,9 +296,9 @@ func redisConfig() stateConfig {
 
 // stateConfigs returns the state stores BenchmarkTokenEndpoint measures:
 // all of them, or those whose names start with one of the comma-separated
-// prefixes in $KEYLOOP_BENCH_STATES ("memory,bolt-0k"), to measure one
-// change quickly. The in-memory store always runs: the others' ratios are
-// against it.
+// prefixes in $KEYLOOP_BENCH_STATES ("bolt-0k,bolt-100k"), to measure one
+// change quickly (KEYLOOP_BENCH_STATES=bolt-0k scripts/bench ./internal/bench).
+// The in-memory store always runs: the others' ratios are against it.
 func stateConfigs() []stateConfig {
 	cs := []stateConfig{memoryConfig()}
 	for _, live := range []int{0, 10_000, 100_000} {
