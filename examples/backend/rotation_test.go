@@ -191,9 +191,12 @@ func TestBackendKeepsKeysWhenTheDirectoryBreaks(t *testing.T) {
 	addr := freeAddr(t)
 	issuer, _ := startRun(t, "-addr", addr, "-data", t.TempDir(), "-keys", keys, "-keys-reload", "50ms")
 	conf, tok := thirdPartyLogin(t, issuer, "ada@example.com")
-	os.Remove(filepath.Join(keys, "a.pem"))
+	// Every state the reloads can see on the way is refused: a, b and c
+	// with no "active" file, then b and c with none (a lone b would be
+	// taken as the active key).
 	writeKeyFile(t, keys, "b")
-	writeKeyFile(t, keys, "c") // two keys and no "active" file: refused
+	writeKeyFile(t, keys, "c")
+	os.Remove(filepath.Join(keys, "a.pem"))
 	time.Sleep(300 * time.Millisecond)
 	// (The JWKS also holds the ID-token key, which is not in -keys here.)
 	if kids := jwksOf(t, "http://"+addr); !slices.Contains(kids, "a") || slices.Contains(kids, "b") || slices.Contains(kids, "c") {
