@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -283,25 +282,9 @@ func (c *Client) deviceAuthorize(ctx context.Context, md *metadata) (*deviceAuth
 		form.Set("scope", strings.Join(s, " "))
 	}
 	// The client authenticates as at the token endpoint (RFC 8628 §3.1).
-	authz := c.authenticate(form, c.authMethod(md))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	resp, body, err := c.postForm(ctx, ctx, "device authorization endpoint", endpoint, form, c.authMethod(md))
 	if err != nil {
-		return nil, fmt.Errorf("clilogin: device authorization endpoint %q: %v", endpoint, sanitize(err.Error(), 200))
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	start := time.Now()
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.unreachable(ctx, "device authorization endpoint", endpoint, start, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, c.unreachable(ctx, "device authorization endpoint", endpoint, start, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, serverError("device authorization endpoint", endpoint, resp, body)

@@ -61,25 +61,9 @@ func detach(ctx context.Context, grace time.Duration) (context.Context, context.
 func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values, auth string) (*tokenResponse, error) {
 	dctx, cancel := detach(ctx, tokenFinishGrace)
 	defer cancel()
-	authz := c.authenticate(form, auth)
-	req, err := http.NewRequestWithContext(dctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	resp, body, err := c.postForm(ctx, dctx, "token endpoint", endpoint, form, auth)
 	if err != nil {
-		return nil, fmt.Errorf("clilogin: token endpoint %q: %v", endpoint, sanitize(err.Error(), 200))
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	start := time.Now()
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.unreachable(ctx, "token endpoint", endpoint, start, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, c.unreachable(ctx, "token endpoint", endpoint, start, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, serverError("token endpoint", endpoint, resp, body)
@@ -96,6 +80,36 @@ func (c *Client) postToken(ctx context.Context, endpoint string, form url.Values
 		return nil, invalidResponse("token endpoint", endpoint, "a token response", err)
 	}
 	return tr, nil
+}
+
+// postForm POSTs form, with the client's credentials as auth says (see
+// authenticate), to endpoint ("what" names it in errors: "token endpoint")
+// on reqCtx, and returns the answer with its body (at most maxResponse
+// bytes; resp.Body is closed). ctx is the caller's: whether it ended decides
+// how an unanswered request is reported (*UnreachableError otherwise). The
+// errors quote neither the form nor the body.
+func (c *Client) postForm(ctx, reqCtx context.Context, what, endpoint string, form url.Values, auth string) (*http.Response, []byte, error) {
+	authz := c.authenticate(form, auth)
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("clilogin: %s %q: %v", what, endpoint, sanitize(err.Error(), 200))
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, nil, c.unreachable(ctx, what, endpoint, start, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, nil, c.unreachable(ctx, what, endpoint, start, err)
+	}
+	return resp, body, nil
 }
 
 // invalidResponse is the error for an answer from endpoint (what it is:
