@@ -71,18 +71,7 @@ func (s *MemoryStateStore) CompareAndSwap(ctx context.Context, key string, old, 
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("server: state compare-and-swap: %w", err)
 	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.m[key]
-	if ok && !now.Before(e.expires) {
-		ok = false
-	}
-	if old == nil && ok || old != nil && (!ok || !bytes.Equal(old, e.value)) {
-		return false, nil
-	}
-	s.store(now, key, value, ttl)
-	return true, nil
+	return s.swapAndPut(key, old, value, ttl, nil), nil
 }
 
 // SwapAndPut implements StateSwapPutter: CompareAndSwap and, if it
@@ -91,6 +80,12 @@ func (s *MemoryStateStore) SwapAndPut(ctx context.Context, key string, old, valu
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("server: state swap and put: %w", err)
 	}
+	return s.swapAndPut(key, old, value, ttl, puts), nil
+}
+
+// swapAndPut stores value under key when key holds old (nil: nothing live)
+// and then puts, under one lock; false when key held something else.
+func (s *MemoryStateStore) swapAndPut(key string, old, value []byte, ttl time.Duration, puts []StatePut) bool {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -99,13 +94,13 @@ func (s *MemoryStateStore) SwapAndPut(ctx context.Context, key string, old, valu
 		ok = false
 	}
 	if old == nil && ok || old != nil && (!ok || !bytes.Equal(old, e.value)) {
-		return false, nil
+		return false
 	}
 	s.store(now, key, value, ttl)
 	for _, p := range puts {
 		s.store(now, p.Key, p.Value, p.TTL)
 	}
-	return true, nil
+	return true
 }
 
 // Get implements StateStore.
