@@ -66,6 +66,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/keyloop/keyloop/internal/shell"
 	"github.com/keyloop/keyloop/tokenstore"
 )
 
@@ -754,7 +755,7 @@ func (c *Client) loginCommand() string {
 	}
 	cmd := c.cfg.AppName + " login"
 	if c.cfg.Profile != "" {
-		cmd += " --profile " + shellQuote(c.cfg.Profile)
+		cmd += " --profile " + shell.Quote(c.cfg.Profile)
 	}
 	return cmd
 }

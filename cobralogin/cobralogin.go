@@ -42,6 +42,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyloop/keyloop/clilogin"
+	"github.com/keyloop/keyloop/internal/shell"
 	"github.com/keyloop/keyloop/tokenstore"
 )
 
@@ -200,7 +201,7 @@ func (c *Commands) newClient(cfg clilogin.Config) (*clilogin.Client, error) {
 	} else if _, cerr := c.cfg.NewClient(c.cfg.Login); cerr != nil {
 		return nil, err // the app's own configuration is wrong too
 	}
-	return nil, message{err: err, text: fmt.Sprintf("The server %s (%s) cannot be used. %s", shellQuote(raw), from, why)}
+	return nil, message{err: err, text: fmt.Sprintf("The server %s (%s) cannot be used. %s", shell.Quote(raw), from, why)}
 }
 
 func firstNonEmpty(s ...string) string {
@@ -227,22 +228,12 @@ func (c *Commands) LoginHint() string {
 	} {
 		switch v := os.Getenv(o.env); {
 		case o.val != "":
-			cmd += " --" + o.flag + " " + shellQuote(o.val)
+			cmd += " --" + o.flag + " " + shell.Quote(o.val)
 		case v != "":
-			env = append(env, o.env+"="+shellQuote(v))
+			env = append(env, o.env+"="+shell.Quote(v))
 		}
 	}
 	return strings.Join(append(env, cmd), " ")
-}
-
-// shellQuote quotes s for a POSIX shell when it needs it.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+=,", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // revocationCause says why a revocation failed: the unreachable endpoint
