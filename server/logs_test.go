@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 )
 
+// syncBuf is a bytes.Buffer safe for the handler's concurrent logging.
 type syncBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer

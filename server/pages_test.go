@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"errors"
 	"html"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -171,24 +169,6 @@ func TestSignInCanBeRetried(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the handler's concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var returnRE = regexp.MustCompile(`<a class="button primary" href="([^"]+)">Back to your terminal</a>`)
 
 // An unknown client is logged, its page names it and says what to do, and
@@ -196,7 +176,7 @@ var returnRE = regexp.MustCompile(`<a class="button primary" href="([^"]+)">Back
 // browser back to the CLI's loopback address with unauthorized_client, so
 // the terminal stops waiting.
 func TestUnknownClient(t *testing.T) {
-	var logs syncBuffer
+	var logs syncBuf
 	e := newEnv(t, envOpts{configure: func(c *server.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	}})
