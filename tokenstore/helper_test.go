@@ -1,7 +1,6 @@
 package tokenstore
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,9 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	dbus "github.com/godbus/dbus/v5"
-	"github.com/keyloop/keyloop/internal/testenv"
 )
 
 // The tests re-execute their own binary to get fresh processes: godbus
@@ -152,86 +148,6 @@ func helperCmd(t *testing.T, name string, env ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name}, env...)...)
 	return cmd
-}
-
-// startBusWithoutSecretService starts a private dbus-daemon that has no
-// service files, so nothing provides org.freedesktop.secrets on it, and
-// returns its address. It stops when the test ends.
-func startBusWithoutSecretService(t *testing.T) string {
-	t.Helper()
-	daemon, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		testenv.Missing(t, "dbus-daemon", "apt-get install dbus-daemon")
-		return ""
-	}
-	dir := t.TempDir()
-	config := filepath.Join(dir, "bus.conf")
-	err = os.WriteFile(config, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=`+filepath.Join(dir, "bus")+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(daemon, "--config-file="+config, "--print-address", "--nofork")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("dbus-daemon printed no address: %v", err)
-	}
-	return strings.TrimSpace(line)
-}
-
-// startLockedKeyring starts a private bus with a gnome-keyring that was never
-// unlocked and has no prompter to ask for a password, and returns the bus's
-// address. Both stop when the test ends.
-func startLockedKeyring(t *testing.T) string {
-	t.Helper()
-	daemon, err := exec.LookPath("gnome-keyring-daemon")
-	if err != nil {
-		testenv.Missing(t, "gnome-keyring-daemon", "apt-get install gnome-keyring")
-		return ""
-	}
-	addr := startBusWithoutSecretService(t)
-	home := t.TempDir()
-	cmd := exec.Command(daemon, "--foreground", "--components=secrets")
-	cmd.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+addr, "XDG_RUNTIME_DIR="+home,
-		"XDG_DATA_HOME="+home, "XDG_CACHE_HOME="+home, "XDG_CONFIG_HOME="+home)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start gnome-keyring-daemon: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	conn, err := dbus.Connect(addr) // a private connection, not godbus's shared one
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var has bool
-		err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, "org.freedesktop.secrets").Store(&has)
-		if err == nil && has {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gnome-keyring-daemon did not register on the bus: %v", err)
-		}
-	}
 }
 
 // startSilentSocket listens on a unix socket that accepts connections and

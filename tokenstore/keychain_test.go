@@ -456,14 +456,14 @@ func TestKeychainUnavailable(t *testing.T) {
 			return []string{"DBUS_SESSION_BUS_ADDRESS=unix:path=" + t.TempDir() + "/gone"}
 		}, "cannot connect to the D-Bus session bus", false},
 		{"bus without Secret Service", func(t *testing.T) []string {
-			return []string{"DBUS_SESSION_BUS_ADDRESS=" + startBusWithoutSecretService(t)}
+			return []string{"DBUS_SESSION_BUS_ADDRESS=" + testenv.StartBus(t)}
 		}, "no Secret Service provider", true},
 		{"runtime dir bus without Secret Service", func(t *testing.T) []string {
-			addr := startBusWithoutSecretService(t) // listens on <dir>/bus
+			addr := testenv.StartBus(t) // listens on <dir>/bus
 			return []string{"DBUS_SESSION_BUS_ADDRESS=", "XDG_RUNTIME_DIR=" + filepath.Dir(strings.TrimPrefix(addr, "unix:path="))}
 		}, "no Secret Service provider", true},
 		{"locked keyring", func(t *testing.T) []string {
-			return []string{"DBUS_SESSION_BUS_ADDRESS=" + startLockedKeyring(t)}
+			return []string{"DBUS_SESSION_BUS_ADDRESS=" + testenv.StartLockedKeyring(t)}
 		}, "the keyring is locked", false},
 		{"bus that never answers", func(t *testing.T) []string {
 			return []string{"DBUS_SESSION_BUS_ADDRESS=" + startSilentSocket(t)}
