@@ -87,6 +87,22 @@ func noReuse(t *testing.T, be *backendProc) {
 	}
 }
 
+// rotatedOnce runs `mytool token` (when names the moment, for the failure
+// message) and fails unless it serves a verified token other than old,
+// after exactly one refresh request, with no refresh token presented twice.
+func rotatedOnce(t *testing.T, m *mytoolEnv, p *faultProxy, be *backendProc, old, when string) {
+	t.Helper()
+	tok, errOut, code := tokenOf(t, m)
+	if code != 0 || tok == old {
+		t.Fatalf("%s: exit %d, new token=%v:\n%s", when, code, tok != old, errOut)
+	}
+	verify(t, p.URL, tok)
+	if n := len(p.Refreshes()); n != 1 {
+		t.Errorf("%d refresh requests; want 1", n)
+	}
+	noReuse(t, be)
+}
+
 // TestRefreshSurvivesKeysOutage: the JWKS answers 503
 // once right after the backend rotated the refresh token. The run that
 // refreshed keeps the new refresh token; the next run verifies and uses the
@@ -116,16 +132,7 @@ func TestRefreshSurvivesKeysOutage(t *testing.T) {
 		t.Errorf("the report does not name the JWKS endpoint:\n%s", errOut)
 	}
 	p.FailJWKSAfterRotation.Store(false)
-
-	t2, errOut, code := tokenOf(t, m)
-	if code != 0 || t2 == t1 {
-		t.Fatalf("the next token: exit %d, new=%v:\n%s", code, t2 != t1, errOut)
-	}
-	verify(t, p.URL, t2)
-	if n := len(p.Refreshes()); n != 1 {
-		t.Errorf("%d refresh requests; want 1", n)
-	}
-	noReuse(t, be)
+	rotatedOnce(t, m, p, be, t1, "the next token")
 }
 
 // TestRefreshSurvivesInterrupt: Ctrl+C to `mytool token`
@@ -163,16 +170,7 @@ func TestRefreshSurvivesInterrupt(t *testing.T) {
 		t.Errorf("exit: %v; want 130\n%s", err, errBuf.String())
 	}
 	p.DelayRefresh.Store(0)
-
-	t2, errOut, code := tokenOf(t, m)
-	if code != 0 || t2 == t1 {
-		t.Fatalf("after the interrupt: exit %d, new token=%v:\n%s", code, t2 != t1, errOut)
-	}
-	verify(t, p.URL, t2)
-	if n := len(p.Refreshes()); n != 1 {
-		t.Errorf("%d refresh requests; want 1", n)
-	}
-	noReuse(t, be)
+	rotatedOnce(t, m, p, be, t1, "after the interrupt")
 }
 
 // TestRefreshDroppedAnswer: the connection drops after
