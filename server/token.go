@@ -212,14 +212,14 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 	// Take or with it, so a second redemption always finds it (RFC 6749
 	// §4.1.2).
 	used := StatePut{Key: keyCodeUsed + hc, Value: []byte(rec.SessionID), TTL: h.cfg.PendingTTL}
+	resp, e := h.mint(ctx, rr, false, rec.Scopes, rec.Nonce)
+	if e != nil {
+		return nil, e
+	}
 	if sp, ok := h.cfg.State.(StateSwapPutter); ok {
 		// One step: the code is deleted (it is never changed once
 		// stored, so the record read above is the one to match) and the
 		// refresh token and the marker stored, or nothing is.
-		resp, e := h.mint(ctx, rr, false, rec.Scopes, rec.Nonce)
-		if e != nil {
-			return nil, e
-		}
 		rt, entries, e := h.newRefresh(ctx, rr, used)
 		if e != nil {
 			return nil, e
@@ -232,19 +232,17 @@ func (h *Handler) codeGrant(ctx context.Context, client *Client, form url.Values
 			return nil, h.codeReused(ctx, client, hc)
 		}
 		resp.RefreshToken = rt
-		h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
-		return resp, nil
-	}
-	resp, e := h.mintAndIssue(ctx, rr, false, rec.Scopes, rec.Nonce, used)
-	if e != nil {
-		return nil, e
-	}
-	if _, err := h.cfg.State.Take(ctx, keyCode+hc); err != nil {
-		h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
-		if errors.Is(err, ErrStateNotFound) { // a concurrent exchange won
-			return nil, h.codeReused(ctx, client, hc)
+	} else {
+		if resp.RefreshToken, e = h.storeRefresh(ctx, rr, used); e != nil {
+			return nil, e
 		}
-		return nil, h.errStateDown(ctx, "redeeming the code", err)
+		if _, err := h.cfg.State.Take(ctx, keyCode+hc); err != nil {
+			h.dropRefresh(context.WithoutCancel(ctx), resp.RefreshToken)
+			if errors.Is(err, ErrStateNotFound) { // a concurrent exchange won
+				return nil, h.codeReused(ctx, client, hc)
+			}
+			return nil, h.errStateDown(ctx, "redeeming the code", err)
+		}
 	}
 	h.log.InfoContext(ctx, "server: token issued", "grant_type", "authorization_code", "client_id", client.ID, "sub", rec.Identity.Subject, "sid", rec.SessionID)
 	return resp, nil
