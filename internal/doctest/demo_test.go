@@ -173,6 +173,9 @@ func (d *demo) signInAndAuthorize(t *testing.T) {
 
 var hintRE = regexp.MustCompile(`demo: signed in\. Try: (.+?) status \|`)
 
+// backendRE finds the demo's backend URL in its output.
+var backendRE = regexp.MustCompile(`backend \(dev mode\) at (http://127\.0\.0\.1:\d+)`)
+
 // TestDemoWithoutKeychain is `make demo` on a headless machine (no D-Bus
 // session): mytool keeps its login in the demo's private keyring, `status`
 // says keychain as README shows, and the closing hint's command works
@@ -194,7 +197,7 @@ func TestDemoWithoutKeychain(t *testing.T) {
 	m := d.waitFor(t, hintRE)
 	t.Logf("the demo's commands were done after %s", time.Since(start).Round(time.Millisecond))
 	out := d.out.String()
-	url := regexp.MustCompile(`backend \(dev mode\) at (http://127\.0\.0\.1:\d+)`).FindStringSubmatch(out)
+	url := backendRE.FindStringSubmatch(out)
 	if url == nil || strings.HasSuffix(url[1], ":8787") {
 		t.Fatalf("the demo does not say where its backend is:\n%s", out)
 	}
@@ -232,7 +235,7 @@ func TestDemoHintUsesItsPort(t *testing.T) {
 	d := startDemo(t, t.TempDir(), []string{"DEMO_ADDR=127.0.0.1:0"})
 	d.signInAndAuthorize(t)
 	m := d.waitFor(t, hintRE)
-	url := regexp.MustCompile(`backend \(dev mode\) at (http://127\.0\.0\.1:\d+)`).FindStringSubmatch(d.out.String())
+	url := backendRE.FindStringSubmatch(d.out.String())
 	if url == nil || m[1] != demoBinaries(t)+"/mytool --server "+url[1] {
 		t.Errorf("hint %q for the backend at %v:\n%s", m[1], url, d.out.String())
 	}

@@ -79,11 +79,12 @@ func TestFirstHour(t *testing.T) {
 	t.Cleanup(func() { cancel(); api.Wait() })
 	issuer := make(chan string, 1)
 	var apiLog testenv.SyncBuffer
+	listening := regexp.MustCompile(`listening on (http://\S+)`)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			apiLog.Write([]byte(sc.Text() + "\n"))
-			if m := regexp.MustCompile(`listening on (http://\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
 				issuer <- m[1]
 			}
 		}
