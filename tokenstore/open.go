@@ -145,6 +145,10 @@ type autoStore struct {
 	file   *File
 	warn   io.Writer             // nil: no warning
 	absent atomic.Pointer[error] // why there is no keychain, once seen (ModeAuto)
+	// answered holds the keys whose last keychain Load or Save in this
+	// process succeeded, so that Locate right after (Status, Login) need
+	// not read the keychain again to learn that it answers.
+	answered sync.Map
 }
 
 // warned holds the directories whose fallback warning this process printed.
@@ -191,6 +195,7 @@ func (s *autoStore) Load(ctx context.Context, key string) ([]byte, error) {
 		return nil, s.notFoundAbsent(key, *s.absent.Load())
 	}
 	v, err := kc.Load(ctx, key)
+	s.noteAnswer(key, err)
 	if err != nil && s.fallback(err) && errors.Is(err, ErrNoKeychain) {
 		return nil, s.notFoundAbsent(key, err)
 	}
@@ -208,6 +213,7 @@ func (s *autoStore) Save(ctx context.Context, key string, value []byte) error {
 	var down error
 	if kc := s.keychain(); kc != nil {
 		err := kc.Save(ctx, key, value)
+		s.noteAnswer(key, err)
 		if err == nil {
 			if s.mode == ModeAuto {
 				if err := s.file.Delete(ctx, key); err != nil {
@@ -254,8 +260,19 @@ func whyFile(err error) string {
 	return "the OS keychain is unavailable"
 }
 
+// noteAnswer records whether the keychain just answered a Load or Save of
+// key (err nil) or not.
+func (s *autoStore) noteAnswer(key string, err error) {
+	if err == nil {
+		s.answered.Store(key, struct{}{})
+	} else {
+		s.answered.Delete(key)
+	}
+}
+
 // Delete implements Store.
 func (s *autoStore) Delete(ctx context.Context, key string) error {
+	s.answered.Delete(key)
 	if s.mode != ModeKeychainOnly {
 		if err := s.file.Delete(ctx, key); err != nil {
 			return err
@@ -273,7 +290,8 @@ func (s *autoStore) Delete(ctx context.Context, key string) error {
 }
 
 // Locate implements Locator. In ModeAuto it asks the keychain whether it
-// is available.
+// is available, unless the last Load or Save of key in this process was
+// answered by the keychain (and no file entry exists).
 func (s *autoStore) Locate(ctx context.Context, key string) (Location, error) {
 	fileLoc := Location{Kind: KindFile, Path: s.file.Path(key)}
 	switch s.mode {
@@ -293,6 +311,9 @@ func (s *autoStore) Locate(ctx context.Context, key string) (Location, error) {
 	if kc == nil {
 		fileLoc.Why = whyFile(*s.absent.Load())
 		return fileLoc, nil
+	}
+	if _, ok := s.answered.Load(key); ok && !inFile {
+		return Location{Kind: KindKeychain}, nil
 	}
 	err := kc.probe(ctx, key)
 	switch {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,17 @@ var errNoBus = errNoSessionBus
 func (downKeyring) Set(string, string, string) error   { return errNoBus }
 func (downKeyring) Get(string, string) (string, error) { return "", errNoBus }
 func (downKeyring) Delete(string, string) error        { return errNoBus }
+
+// countingKeyring counts the reads it passes on to keyringAPI.
+type countingKeyring struct {
+	keyringAPI
+	gets atomic.Int32
+}
+
+func (c *countingKeyring) Get(s, u string) (string, error) {
+	c.gets.Add(1)
+	return c.keyringAPI.Get(s, u)
+}
 
 func openWith(t *testing.T, mode Mode, kr keyringAPI, dir string, warn *bytes.Buffer) *autoStore {
 	t.Helper()
@@ -174,6 +186,19 @@ func TestOpenAutoRealKeychain(t *testing.T) {
 	}
 	if loc, err := s.Locate(ctx, key); err != nil || loc.Kind != KindKeychain {
 		t.Errorf("Locate = %+v, %v", loc, err)
+	}
+	// Locate after a Save or Load the keychain answered does not read it
+	// again (Login and Status each did a second keychain read for it).
+	kr := &countingKeyring{keyringAPI: goKeyring{}}
+	s.kc.kr = kr
+	if v, err := s.Load(ctx, key); err != nil || string(v) != "v" {
+		t.Fatalf("Load = %q, %v", v, err)
+	}
+	if loc, err := s.Locate(ctx, key); err != nil || loc.Kind != KindKeychain {
+		t.Errorf("Locate after Load = %+v, %v", loc, err)
+	}
+	if n := kr.gets.Load(); n != 1 {
+		t.Errorf("Load then Locate read the keychain %d times; want 1", n)
 	}
 	if _, err := os.Stat(filepath.Join(dir, key+".token")); !errors.Is(err, os.ErrNotExist) || warn.Len() != 0 {
 		t.Errorf("a file was written (%v) or a warning printed (%q)", err, warn.String())
