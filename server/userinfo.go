@@ -85,8 +85,7 @@ func (h *Handler) userInfo(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, ErrRevocationUnavailable) || errors.Is(err, ErrStateUnavailable) {
 		// The revocation check could not be made: not the token's fault.
 		h.log.ErrorContext(r.Context(), "server: userinfo: revocation check", "err", err)
-		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, oauthError{Code: "temporarily_unavailable", Desc: "the server cannot check revocations right now; retry shortly"})
+		writeOAuthError(w, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot check revocations right now; retry shortly"))
 		return
 	}
 	if err != nil {

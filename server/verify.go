@@ -345,7 +345,7 @@ func (v *Verifier) RequireToken(next http.Handler) http.Handler {
 func writeKeysUnavailable(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Retry-After", "5")
+	w.Header().Set("Retry-After", retryAfter)
 	w.WriteHeader(http.StatusServiceUnavailable)
 	io.WriteString(w, `{"error":"temporarily_unavailable","error_description":"the token's signing keys cannot be fetched right now"}`+"\n")
 }
