@@ -458,6 +458,9 @@ func readPrivateFile(path string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %s: %w", path, err)
 	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("server: %s is not a regular file (%v); give the path of the key file itself", path, st.Mode().Type())
+	}
 	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("server: %s: mode %v lets others read it; chmod 600", path, st.Mode().Perm())
 	}

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -149,5 +150,24 @@ func TestLoadOrCreateKeyFile(t *testing.T) {
 	s2, err2 := server.LoadOrCreateSecretFile(filepath.Join(dir, "cookie.key"))
 	if err != nil || err2 != nil || len(s1) != 32 || string(s1) != string(s2) {
 		t.Fatalf("secret file: %v %v", err, err2)
+	}
+}
+
+// A key path that names a directory is refused as not a key file, not as a
+// file whose mode lets others read it.
+func TestLoadKeyFileThatIsADirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "signing-key.pem")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, load := range map[string]func(string) error{
+		"LoadOrCreateKeyFile":    func(p string) error { _, err := server.LoadOrCreateKeyFile(p); return err },
+		"LoadOrCreateRSAKeyFile": func(p string) error { _, err := server.LoadOrCreateRSAKeyFile(p); return err },
+		"LoadOrCreateSecretFile": func(p string) error { _, err := server.LoadOrCreateSecretFile(p); return err },
+	} {
+		err := load(dir)
+		if err == nil || !strings.Contains(err.Error(), "is not a regular file") || strings.Contains(err.Error(), "chmod") {
+			t.Errorf("%s(a directory): %v", name, err)
+		}
 	}
 }
