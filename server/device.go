@@ -425,11 +425,11 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
-		h.pages.error(w, http.StatusMethodNotAllowed, "", ErrorPage{Title: "Bad request", Message: "Method not allowed.", Hint: deviceHint})
+		h.deviceError(w, http.StatusMethodNotAllowed, "", "Bad request", "Method not allowed.")
 		return
 	}
 	if !h.deviceFlowEnabled() {
-		h.pages.error(w, http.StatusNotFound, "", ErrorPage{Title: "Not available", Message: "This server does not offer device logins.", Hint: deviceHint})
+		h.deviceError(w, http.StatusNotFound, "", "Not available", "This server does not offer device logins.")
 		return
 	}
 	binding := h.browserBinding(w, r)
@@ -438,11 +438,11 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
-			h.pages.error(w, http.StatusBadRequest, "", ErrorPage{Title: "Bad request", Message: "The form could not be read.", Hint: deviceHint})
+			h.deviceError(w, http.StatusBadRequest, "", "Bad request", "The form could not be read.")
 			return
 		}
 		if c, err := r.Cookie(browserCookie); err != nil || !constantEqual(r.PostForm.Get(CSRFField), deviceCSRF(c.Value)) {
-			h.pages.error(w, http.StatusForbidden, "", ErrorPage{Title: "Request refused", Message: "The form was not sent from this page (CSRF check failed). Reload the page and enter the code again.", Hint: deviceHint})
+			h.deviceError(w, http.StatusForbidden, "", "Request refused", "The form was not sent from this page (CSRF check failed). Reload the page and enter the code again.")
 			return
 		}
 		typed = r.PostForm.Get("user_code")
@@ -511,6 +511,12 @@ func (h *Handler) deviceVerify(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, SignInPath+"?req="+id, http.StatusSeeOther)
 }
 
+// deviceError answers a device-verification page request with the error
+// page (title, message) and the hint to start over on the device.
+func (h *Handler) deviceError(w http.ResponseWriter, status int, clientName, title, message string) {
+	h.pages.error(w, status, clientName, ErrorPage{Title: title, Message: message, Hint: deviceHint})
+}
+
 // lookupUserCode finds the pending device record of a normalized user code;
 // dk is "" when there is none (unknown, expired or already decided).
 func (h *Handler) lookupUserCode(ctx context.Context, code string) (dk string, rec deviceRecord, err error) {
@@ -551,13 +557,13 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		now := h.cfg.Now()
 		switch {
 		case errors.Is(err, ErrStateNotFound) || (err == nil && !now.Before(rec.Expires)):
-			h.pages.error(w, http.StatusBadRequest, client.Name, ErrorPage{Title: "Code expired", Message: "This code has expired. Start the login on your device again.", Hint: deviceHint})
+			h.deviceError(w, http.StatusBadRequest, client.Name, "Code expired", "This code has expired. Start the login on your device again.")
 			return
 		case err != nil:
 			h.unavailablePage(w, r, "device: loading the device code", err)
 			return
 		case rec.Status != devicePending:
-			h.pages.error(w, http.StatusBadRequest, client.Name, ErrorPage{Title: "Code already used", Message: "This code was already approved or denied.", Hint: deviceHint})
+			h.deviceError(w, http.StatusBadRequest, client.Name, "Code already used", "This code was already approved or denied.")
 			return
 		}
 		next := rec
@@ -568,7 +574,7 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		}
 		nb, err := json.Marshal(next)
 		if err != nil {
-			h.pages.error(w, http.StatusInternalServerError, client.Name, ErrorPage{Title: "Server error", Message: "The server could not store the decision.", Hint: deviceHint})
+			h.deviceError(w, http.StatusInternalServerError, client.Name, "Server error", "The server could not store the decision.")
 			return
 		}
 		ok, err := h.cfg.State.CompareAndSwap(ctx, key, b, nb, rec.Expires.Add(h.cfg.DeviceFlow.CodeTTL).Sub(now))
@@ -593,7 +599,7 @@ func (h *Handler) deviceDecide(w http.ResponseWriter, r *http.Request, p pending
 		})
 		return
 	}
-	h.pages.error(w, http.StatusServiceUnavailable, client.Name, ErrorPage{Title: "Server busy", Message: "The server could not store the decision. Go back and try again.", Hint: deviceHint})
+	h.deviceError(w, http.StatusServiceUnavailable, client.Name, "Server busy", "The server could not store the decision. Go back and try again.")
 }
 
 // browserBinding returns the browser's binding cookie value, setting a new
