@@ -114,7 +114,7 @@ func (h *Handler) refreshGrant(ctx context.Context, client *Client, form url.Val
 	} else {
 		swapped, err = h.cfg.State.CompareAndSwap(ctx, keyRefresh+ht, b, marker, ttl)
 		if err != nil || !swapped {
-			h.dropRefresh(ctx, next)
+			h.dropRefresh(context.WithoutCancel(ctx), next)
 		}
 	}
 	if err != nil {

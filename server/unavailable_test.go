@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -331,4 +333,71 @@ func TestOtherStepsWhenStateStoreIsDown(t *testing.T) {
 	st, m, h := e.postForm(server.RevokePath, url.Values{"token": {tok.AccessToken}})
 	f.heal()
 	checkUnavailable(t, "revoking an access token", st, m, h)
+}
+
+// cancelingStore is a StateStore without StateSwapPutter whose refresh
+// rotation (the compare-and-swap of a refresh record) fails because the
+// client went away: it cancels the request's context and answers with
+// that error. It records the refresh records stored meanwhile.
+type cancelingStore struct {
+	server.StateStore
+	mu     sync.Mutex
+	cancel context.CancelFunc // set: the next rotation cancels
+	puts   []string
+}
+
+func (s *cancelingStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	s.mu.Lock()
+	if s.cancel != nil && strings.HasPrefix(key, "keyloop:rt:") {
+		s.puts = append(s.puts, key)
+	}
+	s.mu.Unlock()
+	return s.StateStore.Put(ctx, key, value, ttl)
+}
+
+func (s *cancelingStore) CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	s.mu.Lock()
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil && strings.HasPrefix(key, "keyloop:rt:") {
+		cancel()
+		return false, fmt.Errorf("test store: %w (%w)", ctx.Err(), server.ErrStateUnavailable)
+	}
+	return s.StateStore.CompareAndSwap(ctx, key, old, value, ttl)
+}
+
+// A refresh whose rotation fails because the client disconnected deletes
+// the successor it stored, which was never handed out, although the
+// request's context is canceled by then.
+func TestRefreshCanceledDropsUnusedSuccessor(t *testing.T) {
+	s := &cancelingStore{}
+	e := newEnv(t, envOpts{configure: func(c *server.Config) {
+		s.StateStore = c.State
+		c.State = s
+	}})
+	rt := e.login().RefreshToken
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"mytool"}}
+	req := httptest.NewRequest(http.MethodPost, server.TokenPath, strings.NewReader(form.Encode())).WithContext(ctx)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code == http.StatusOK {
+		t.Fatalf("the refresh succeeded although its rotation failed: %s", rec.Body)
+	}
+	s.mu.Lock()
+	puts := s.puts
+	s.mu.Unlock()
+	if len(puts) == 0 {
+		t.Fatal("no refresh record was stored before the rotation: the test no longer exercises the two-step path")
+	}
+	for _, k := range puts {
+		if _, err := e.state.Get(context.Background(), k); !errors.Is(err, server.ErrStateNotFound) {
+			t.Errorf("the unused successor's record %.20s… is still stored (Get: %v)", k, err)
+		}
+	}
 }
